@@ -226,7 +226,7 @@ func ParseWithOptions(data []byte, opts ParseOptions) (*Log, error) {
 	p := parser{data: data}
 	l := &Log{Kind: opts.Kind}
 	if len(data) == 0 || isFiller(data) {
-		return nil, ErrEmpty
+		return nil, &ParseError{Msg: "no event in the log", Err: ErrEmpty}
 	}
 	// The first event is always in the SHA-1 format.
 	first, err := p.sha1Event(0)

@@ -29,13 +29,14 @@ type Status int
 const (
 	// Matched: the replay of the log's events equals the quoted value.
 	Matched Status = iota + 1
-	// Mismatched: the replay differs from the quoted value; for a register
-	// the log never extends, the quoted value is not the initial value, so
-	// something was measured that the log does not show.
+	// Mismatched: the log extends the register and its replay differs
+	// from the quoted value.
 	Mismatched
-	// NotExtended: the log has no event for the register and the quoted
-	// value is the register's initial value: nothing was measured.
-	NotExtended
+	// Absent: the log has no event for the register, so it neither
+	// explains nor contradicts the quoted value; nothing about the register
+	// is verified. [RegisterResult.Initial] tells whether the quoted value
+	// is the register's initial value (nothing was measured at all).
+	Absent
 	// NotQuoted: the log extends the register in this bank but no quoted
 	// value was given for it; its events are not verified.
 	NotQuoted
@@ -51,8 +52,8 @@ func (s Status) String() string {
 		return "matched"
 	case Mismatched:
 		return "mismatched"
-	case NotExtended:
-		return "not-extended"
+	case Absent:
+		return "absent"
 	case NotQuoted:
 		return "not-quoted"
 	case BankNotInLog:
@@ -69,6 +70,7 @@ type RegisterResult struct {
 	Replayed []byte // the replay of the verified prefix; nil for BankNotInLog
 	Quoted   []byte // nil for NotQuoted
 	Events   int    // the events of the prefix that extend the register
+	Initial  bool   // for Absent: the quoted value is the initial value
 }
 
 // Report is the outcome of [Log.Verify], register by register.
@@ -196,6 +198,27 @@ func (l *Log) verify(quoted QuotedValues, quirks Quirk) (*VerifiedLog, error) {
 		return nil, err
 	}
 	nregs := uint32(l.Kind.NumRegisters())
+	// Registers the log never extends cannot be checked against it: they
+	// are reported Absent and take no part in the prefix search.
+	var everExtended [MaxBanks]uint32
+	for i := range l.events {
+		ev := &l.events[i]
+		if ev.Type == EV_NO_ACTION {
+			continue
+		}
+		for _, d := range ev.digests {
+			for bi := range rp.banks {
+				if rp.banks[bi].Alg == d.Alg {
+					everExtended[bi] |= 1 << ev.Register
+				}
+			}
+		}
+	}
+	if rp.ebsAfter >= 0 {
+		for bi := range rp.banks {
+			everExtended[bi] |= 1 << 5
+		}
+	}
 	var checks []check
 	var byReg [24][]int // register -> indices into checks
 	for alg, regs := range quoted {
@@ -214,6 +237,9 @@ func (l *Log) verify(quoted QuotedValues, quirks Quirk) (*VerifiedLog, error) {
 			}
 			if len(val) != alg.Size() {
 				return nil, fmt.Errorf("measure: quoted %v register %d has %d bytes, want %d", alg, r, len(val), alg.Size())
+			}
+			if everExtended[bi]&(1<<r) == 0 {
+				continue
 			}
 			byReg[r] = append(byReg[r], len(checks))
 			checks = append(checks, check{bank: bi, reg: r, value: val})
@@ -319,14 +345,15 @@ func (l *Log) verifiedView(quoted QuotedValues, quirks Quirk, prefix int, rp *re
 			switch {
 			case !isQuoted:
 				res.Status = NotQuoted
-			case !bytes.Equal(res.Replayed, val):
-				res.Status = Mismatched
-				mismatched |= 1 << r
-			case ext:
+			case !ext:
+				res.Status = Absent
+				res.Initial = bytes.Equal(res.Replayed, val)
+			case bytes.Equal(res.Replayed, val):
 				res.Status = Matched
 				matched |= 1 << r
 			default:
-				res.Status = NotExtended
+				res.Status = Mismatched
+				mismatched |= 1 << r
 			}
 			rep.Results = append(rep.Results, res)
 		}

@@ -309,7 +309,7 @@ func TestWindowsQuotedPCRs(t *testing.T) {
 		switch r.Status {
 		case Matched:
 			matched++
-		case NotExtended:
+		case Absent:
 		default:
 			t.Errorf("PCR %d: %v", r.Register, r.Status)
 		}
