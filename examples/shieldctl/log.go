@@ -348,4 +348,3 @@ func printable(d []byte) (string, bool) {
 	}
 	return "", false
 }
-
