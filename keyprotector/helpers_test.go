@@ -1,8 +1,10 @@
 package keyprotector
 
 import (
+	"bytes"
 	"context"
 	"crypto/hpke"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -70,4 +72,59 @@ func newFixture(t testing.TB, suite Suite) *fixture {
 		PolicyID:   "baseline",
 	}
 	return f
+}
+
+// reseal re-encodes kp after mutate, re-MACs it under tk if tk is not nil
+// (an attacker who knows TK) and re-signs it with signer: the strongest
+// forgeries the checks must still catch.
+func reseal(t testing.TB, kp *KeyProtector, signer Guardian, tk *TransportKey, mutate func(*kpBody)) []byte {
+	t.Helper()
+	b := kp.body
+	b.Stanzas = append([]stanza(nil), b.Stanzas...)
+	mutate(&b)
+	if tk != nil {
+		b.MAC = tk.mac(macInput(&b))
+	}
+	sd := signer.Descriptor()
+	raw, err := sign1(context.Background(), sd.SignatureAlgorithm(), sd.KeyID(), signer.Sign, aadKeyProtector, marshal(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return raw
+}
+
+// forgeAuthorization signs an authorization listing owner and guardians
+// with signer's key.
+func forgeAuthorization(t testing.TB, kp *KeyProtector, signer Guardian, owner *Descriptor, guardians []*Descriptor, version uint64) []byte {
+	t.Helper()
+	body := kp.auth.body
+	body.Owner = owner.raw
+	body.AuthVersion = version
+	body.Guardians = [][]byte{}
+	sorted := append([]*Descriptor(nil), guardians...)
+	slices.SortFunc(sorted, func(a, b *Descriptor) int { return bytes.Compare(a.id[:], b.id[:]) })
+	for _, d := range sorted {
+		body.Guardians = append(body.Guardians, d.raw)
+	}
+	sd := signer.Descriptor()
+	raw, err := sign1(context.Background(), sd.SignatureAlgorithm(), sd.KeyID(), signer.Sign, aadAuthorization, marshal(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return raw
+}
+
+// fatalT is what both *testing.T and *rapid.T provide.
+type fatalT interface {
+	Helper()
+	Fatal(args ...any)
+}
+
+func mustUnwrap(t fatalT, kp *KeyProtector, g Guardian) *TransportKey {
+	t.Helper()
+	tk, err := kp.Unwrap(context.Background(), g, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tk
 }
