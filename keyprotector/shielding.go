@@ -212,6 +212,11 @@ func (s *ShieldingData) Decrypt(tk *TransportKey) (*ShieldingContents, error) {
 		return nil, fmt.Errorf("%w: shielding data does not decrypt", ErrUnwrap)
 	}
 	defer clear(plain)
+	return parseContents(plain)
+}
+
+// parseContents decodes decrypted shielding contents.
+func parseContents(plain []byte) (*ShieldingContents, error) {
 	var body contentsBody
 	if err := unmarshalCanonical(plain, &body, "shielding contents"); err != nil {
 		return nil, err
