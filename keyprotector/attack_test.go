@@ -94,7 +94,7 @@ func TestGuardianAddedByNonOwnerRejected(t *testing.T) {
 			var st []stanza
 			for _, d := range []*Descriptor{attacker.Descriptor(), f.owner.Descriptor(), f.fabric.Descriptor()} {
 				if d == attacker.Descriptor() {
-					w, _ := d.enc.seal(stanzaInfo(f.kp.id, 0, d.id), make([]byte, 32))
+					w, _ := mustEnc(d).seal(stanzaInfo(f.kp.id, 0, d.id), make([]byte, 32))
 					st = append(st, stanza{KeyID: d.id[:], Wrapped: w})
 					continue
 				}
@@ -386,7 +386,7 @@ func TestMixedPostQuantumAndClassicalRejected(t *testing.T) {
 	forged := reseal(t, pq.kp, pq.owner, nil, func(b *kpBody) {
 		b.Authorization = auth
 		d := classical.fabric.Descriptor()
-		w, _ := d.enc.seal([]byte("x"), make([]byte, 32))
+		w, _ := mustEnc(d).seal([]byte("x"), make([]byte, 32))
 		b.Stanzas = append(b.Stanzas, stanza{KeyID: d.id[:], Wrapped: w})
 		sortStanzas(b, pq.owner.Descriptor().id)
 	})

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"fmt"
+	"sync"
 	"time"
 	"unicode/utf8"
 )
@@ -19,9 +20,35 @@ type Descriptor struct {
 	raw  []byte
 	body descriptorBody
 	id   KeyID
-	enc  *encryptionKey
-	ver  *verifyingKey
+
+	// The parsed keys, made on first use: parsing an ML-KEM key or
+	// checking a point costs more than a release can afford for every
+	// guardian of a key protector.
+	encOnce sync.Once
+	enc     *encryptionKey
+	encErr  error
+	verOnce sync.Once
+	ver     *verifyingKey
+	verErr  error
 }
+
+// encryptionKey returns the parsed encryption key.
+func (d *Descriptor) encryptionKey() (*encryptionKey, error) {
+	d.encOnce.Do(func() { d.enc, d.encErr = parseEncryptionKey(Suite(d.body.Suite), d.body.EncKey) })
+	return d.enc, d.encErr
+}
+
+// verifyingKey returns the parsed signing public key.
+func (d *Descriptor) verifyingKey() (*verifyingKey, error) {
+	d.verOnce.Do(func() { d.ver, d.verErr = parseVerifyingKey(SignatureAlgorithm(d.body.SigAlg), d.body.SigKey) })
+	return d.ver, d.verErr
+}
+
+// keySizes are the encoded public key sizes of each suite and algorithm.
+var (
+	encKeySizes = map[Suite]int{SuiteX25519: 32, SuiteP256: 65, SuiteMLKEM768X25519: 1216, SuiteRSAOAEP3072: rsaBits / 8}
+	sigKeySizes = map[SignatureAlgorithm]int{SignatureES256: 65, SignatureEdDSA: 32}
+)
 
 // descriptorBody is the signed payload; see docs/keyprotector.md.
 type descriptorBody struct {
@@ -101,18 +128,27 @@ func parseDescriptor(data []byte, verifySig bool) (*Descriptor, error) {
 	if err := checkDescriptorBody(&d.body); err != nil {
 		return nil, err
 	}
-	if d.enc, err = parseEncryptionKey(Suite(d.body.Suite), d.body.EncKey); err != nil {
-		return nil, err
+	if n, ok := sigKeySizes[SignatureAlgorithm(d.body.SigAlg)]; !ok {
+		return nil, fmt.Errorf("%w: signature algorithm %d", ErrUnsupported, d.body.SigAlg)
+	} else if len(d.body.SigKey) != n {
+		return nil, malformed("%v public key is %d bytes", SignatureAlgorithm(d.body.SigAlg), len(d.body.SigKey))
 	}
-	if d.ver, err = parseVerifyingKey(SignatureAlgorithm(d.body.SigAlg), d.body.SigKey); err != nil {
-		return nil, err
+	if len(d.body.EncKey) != encKeySizes[Suite(d.body.Suite)] {
+		return nil, malformed("%v public key is %d bytes", Suite(d.body.Suite), len(d.body.EncKey))
 	}
 	d.id = computeKeyID(Suite(d.body.Suite), d.body.EncKey, SignatureAlgorithm(d.body.SigAlg), d.body.SigKey)
 	if s.kid != d.id {
 		return nil, fmt.Errorf("%w: descriptor signed under another key id", ErrSignature)
 	}
 	if verifySig {
-		if err := s.verify(d.ver, aadDescriptor, "descriptor"); err != nil {
+		if _, err := d.encryptionKey(); err != nil {
+			return nil, err
+		}
+		ver, err := d.verifyingKey()
+		if err != nil {
+			return nil, err
+		}
+		if err := s.verify(ver, aadDescriptor, "descriptor"); err != nil {
 			return nil, err
 		}
 	}

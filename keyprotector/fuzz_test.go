@@ -77,7 +77,7 @@ func FuzzParseDescriptor(f *testing.F) {
 		if !bytes.Equal(d.Marshal(), data) {
 			t.Fatal("accepted a descriptor that does not round-trip")
 		}
-		if _, err := parseEncryptionKey(d.Suite(), d.EncryptionKey()); err != nil {
+		if _, err := d.encryptionKey(); err != nil {
 			t.Fatal(err)
 		}
 	})

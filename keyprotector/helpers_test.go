@@ -128,3 +128,11 @@ func mustUnwrap(t fatalT, kp *KeyProtector, g Guardian) *TransportKey {
 	}
 	return tk
 }
+
+func mustEnc(d *Descriptor) *encryptionKey {
+	k, err := d.encryptionKey()
+	if err != nil {
+		panic(err)
+	}
+	return k
+}

@@ -233,7 +233,11 @@ func Parse(data []byte) (*KeyProtector, error) {
 	if i < 0 {
 		return nil, fmt.Errorf("%w: key protector signed by a key that is not a listed guardian", ErrSignature)
 	}
-	if err := s.verify(kp.auth.all[i].ver, aadKeyProtector, "key protector"); err != nil {
+	ver, err := kp.auth.all[i].verifyingKey()
+	if err != nil {
+		return nil, err
+	}
+	if err := s.verify(ver, aadKeyProtector, "key protector"); err != nil {
 		return nil, err
 	}
 	return kp, nil
@@ -288,7 +292,11 @@ func parseAuthorization(data []byte, id ID) (*authorization, error) {
 	if s.kid != owner.id {
 		return nil, fmt.Errorf("%w: authorization not signed by its owner", ErrSignature)
 	}
-	if err := s.verify(owner.ver, aadAuthorization, "authorization"); err != nil {
+	ver, err := owner.verifyingKey()
+	if err != nil {
+		return nil, err
+	}
+	if err := s.verify(ver, aadAuthorization, "authorization"); err != nil {
 		return nil, err
 	}
 	return a, nil
@@ -510,8 +518,11 @@ func seal(ctx context.Context, signer Guardian, auth *authorization, tk *Transpo
 			}
 		}
 		if wrapped == nil {
-			var err error
-			if wrapped, err = d.enc.seal(stanzaInfo(tk.id, tk.gen, d.id), tk.key[:]); err != nil {
+			ek, err := d.encryptionKey()
+			if err != nil {
+				return nil, err
+			}
+			if wrapped, err = ek.seal(stanzaInfo(tk.id, tk.gen, d.id), tk.key[:]); err != nil {
 				return nil, err
 			}
 		}

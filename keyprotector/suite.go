@@ -103,6 +103,16 @@ func (s Suite) kem() (hpke.KEM, error) {
 	return nil, fmt.Errorf("%w: %v is not an HPKE suite", ErrUnsupported, s)
 }
 
+// GenerateHostKey makes a host release key of suite s: an HPKE private key
+// whose public half the host binds its evidence to. s must be an HPKE suite.
+func (s Suite) GenerateHostKey() (hpke.PrivateKey, error) {
+	kem, err := s.kem()
+	if err != nil {
+		return nil, err
+	}
+	return kem.GenerateKey()
+}
+
 // encryptionKey is a parsed guardian or host public encryption key.
 type encryptionKey struct {
 	suite Suite
