@@ -5,6 +5,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
+	"sync"
 )
 
 // Hard limits of the parser. Input beyond them is an error, never an
@@ -183,14 +185,71 @@ type Log struct {
 	// Size is the number of bytes the events take, padding excluded.
 	Size int
 
-	events []Event
+	data     []byte
+	recs     []record    // one per event, pointer-free
+	digs     []digestRec // every event's digests, in order
+	extended uint32      // bit r: some event extends register r (every bank)
+
+	once   sync.Once
+	events []Event // built from recs on first use
 }
+
+// record is the parser's view of an event: offsets into the log, no
+// pointers, so that parsing and replay cost no garbage-collector work.
+type record struct {
+	offset   uint32
+	register uint32
+	typ      EventType
+	dataOff  uint32
+	dataLen  uint32
+	digStart uint32 // index of the first digest in Log.digs
+	digN     uint32
+}
+
+// digestRec locates one digest in the log.
+type digestRec struct {
+	alg  HashAlg
+	size uint16
+	off  uint32
+}
+
+func (l *Log) digestValue(d digestRec) []byte {
+	end := d.off + uint32(d.size)
+	return l.data[d.off:end:end]
+}
+
+// NumEvents returns the number of events, the Spec ID event included.
+func (l *Log) NumEvents() int { return len(l.recs) }
 
 // UnverifiedEvents returns every event of the log, the Spec ID event
 // included. Nothing in them has been checked against a TPM: use them for
 // display, and [Log.Verify] for anything a decision rests on. The slice is
-// shared: do not modify it.
-func (l *Log) UnverifiedEvents() []Event { return l.events }
+// built on the first call and shared: do not modify it.
+func (l *Log) UnverifiedEvents() []Event {
+	l.once.Do(l.buildEvents)
+	return l.events
+}
+
+func (l *Log) buildEvents() {
+	digests := make([]Digest, len(l.digs))
+	for i, d := range l.digs {
+		digests[i] = Digest{Alg: d.alg, Value: l.digestValue(d)}
+	}
+	events := make([]Event, len(l.recs))
+	for i, r := range l.recs {
+		end := r.dataOff + r.dataLen
+		ds := r.digStart + r.digN
+		events[i] = Event{
+			Index:    i,
+			Offset:   int(r.offset),
+			Register: r.register,
+			Type:     r.typ,
+			Data:     l.data[r.dataOff:end:end],
+			digests:  digests[r.digStart:ds:ds],
+		}
+	}
+	l.events = events
+}
 
 // ParseOptions tune [Parse]. The zero value parses a TPM event log.
 type ParseOptions struct {
@@ -223,22 +282,23 @@ func ParseCCEL(data []byte) (*Log, error) {
 
 // ParseWithOptions is [Parse] with options.
 func ParseWithOptions(data []byte, opts ParseOptions) (*Log, error) {
-	p := parser{data: data}
-	l := &Log{Kind: opts.Kind}
+	if len(data) > math.MaxUint32 {
+		return nil, &ParseError{Msg: "log larger than 4 GiB", Err: ErrLimit}
+	}
 	if len(data) == 0 || isFiller(data) {
 		return nil, &ParseError{Msg: "no event in the log", Err: ErrEmpty}
 	}
+	l := &Log{Kind: opts.Kind, data: data, Format: FormatSHA1Legacy, Banks: sha1Banks}
+	p := parser{data: data, l: l}
 	// The first event is always in the SHA-1 format.
-	first, err := p.sha1Event(0)
+	first, firstDig, err := p.sha1Event(0)
 	if err != nil {
 		return nil, err
 	}
-	l.Format = FormatSHA1Legacy
-	l.Banks = sha1Banks
 	// The Spec ID event is not extended, so its register does not matter:
 	// TDX firmware logs it with register 1 (RTMR0), PC firmware with PCR 0.
-	if first.Type == EV_NO_ACTION {
-		spec, err := parseSpecID(first)
+	if first.typ == EV_NO_ACTION {
+		spec, err := parseSpecID(int(first.offset), data[first.dataOff:first.dataOff+first.dataLen])
 		if err != nil {
 			return nil, err
 		}
@@ -253,49 +313,81 @@ func ParseWithOptions(data []byte, opts ParseOptions) (*Log, error) {
 			}
 		}
 	}
-	// Guess the event count from a typical event size so that the slices
-	// grow once or twice, not at every event.
-	guess := min(len(data)/96+4, MaxEvents)
-	l.events = make([]Event, 0, guess)
-	p.digests = make([]Digest, 0, guess*len(l.Banks))
-	p.digests = append(p.digests, Digest{Alg: SHA1, Value: data[first.Offset+8 : first.Offset+28]})
-	first.digests = p.digests[0:1:1]
-	l.events = append(l.events, first)
-
+	// Size the slices from a quick walk of the event headers, so that they
+	// are allocated once; the walk checks nothing, the parse below does.
+	n := countEvents(data, p.off, l)
+	l.recs = append(make([]record, 0, n+1), first)
+	l.digs = append(make([]digestRec, 0, (n+1)*len(l.Banks)), firstDig)
 	for p.off < len(data) {
 		if p.atFiller() {
 			l.Padded = true
 			break
 		}
-		idx := len(l.events)
+		idx := len(l.recs)
 		if idx >= MaxEvents {
-			return nil, &ParseError{Event: idx, Offset: p.off, Msg: fmt.Sprintf("more than %d events", MaxEvents), Err: ErrLimit}
+			return nil, p.errorf(idx, p.off, ErrLimit, "more than %d events", MaxEvents)
 		}
-		var ev Event
 		if l.Format == FormatCryptoAgile {
-			ev, err = p.agileEvent(idx, l.Banks)
+			err = p.agileEvent(idx)
 		} else {
-			ev, err = p.sha1Event(idx)
-			if err == nil {
-				p.digests = append(p.digests, Digest{Alg: SHA1, Value: data[ev.Offset+8 : ev.Offset+28]})
-				ev.digests = p.digests[len(p.digests)-1 : len(p.digests) : len(p.digests)]
-			}
+			var rec record
+			var dig digestRec
+			rec, dig, err = p.sha1Event(idx)
+			rec.digStart = uint32(len(l.digs))
+			l.recs = append(l.recs, rec)
+			l.digs = append(l.digs, dig)
 		}
 		if err != nil {
 			return nil, err
 		}
-		l.events = append(l.events, ev)
+	}
+	for _, r := range l.recs[1:] {
+		if r.typ != EV_NO_ACTION && r.register < 32 {
+			l.extended |= 1 << r.register
+		}
 	}
 	l.Size = p.off
+	l.data = data[:p.off:p.off]
 	return l, nil
 }
 
 var sha1Banks = []BankSpec{{Alg: SHA1, Size: 20}}
 
+// countEvents walks the event headers from off and returns how many
+// events fit in data, at most MaxEvents. It is a capacity hint only.
+func countEvents(data []byte, off int, l *Log) int {
+	n := 0
+	fixed := 0 // bytes of the digest list of a crypto-agile event
+	for _, b := range l.Banks {
+		fixed += 2 + b.Size
+	}
+	for n < MaxEvents {
+		rest := data[off:]
+		var size int
+		if l.Format == FormatCryptoAgile {
+			if len(rest) < 12+fixed+4 {
+				break
+			}
+			size = 12 + fixed + 4 + int(binary.LittleEndian.Uint32(rest[12+fixed:]))
+		} else {
+			if len(rest) < 32 {
+				break
+			}
+			size = 32 + int(binary.LittleEndian.Uint32(rest[28:]))
+		}
+		if size > len(rest) || size <= 0 {
+			break
+		}
+		off += size
+		n++
+	}
+	return n
+}
+
 type parser struct {
-	data    []byte
-	off     int
-	digests []Digest // one backing array for every event's digests
+	data []byte
+	off  int
+	l    *Log
 }
 
 // atFiller reports whether the rest of the input is 0xFF or 0x00 filler.
@@ -314,128 +406,149 @@ func isFiller(b []byte) bool {
 	if len(b) == 0 {
 		return false
 	}
-	c := b[0]
-	if c != 0xFF && c != 0x00 {
+	var block *[4096]byte
+	switch b[0] {
+	case 0xFF:
+		block = &ffBlock
+	case 0x00:
+		block = &zeroBlock
+	default:
 		return false
 	}
-	for len(b) >= 8 {
-		if binary.LittleEndian.Uint64(b) != uint64(c)*0x0101010101010101 {
+	for len(b) > 0 {
+		n := min(len(b), len(block))
+		if !bytes.Equal(b[:n], block[:n]) {
 			return false
 		}
-		b = b[8:]
-	}
-	for _, x := range b {
-		if x != c {
-			return false
-		}
+		b = b[n:]
 	}
 	return true
 }
+
+var zeroBlock, ffBlock = [4096]byte{}, func() (b [4096]byte) {
+	for i := range b {
+		b[i] = 0xFF
+	}
+	return b
+}()
 
 func (p *parser) errorf(idx, off int, err error, format string, a ...any) *ParseError {
 	return &ParseError{Event: idx, Offset: off, Msg: fmt.Sprintf(format, a...), Err: err}
 }
 
-// sha1Event parses a TCG_PCClientPCREvent: register, type, a SHA-1 digest,
-// data size and data. The caller attaches the digest.
-func (p *parser) sha1Event(idx int) (Event, error) {
+// sha1Event parses a TCG_PCClientPCREvent: register, type, a SHA-1
+// digest, data size, data. The caller sets digStart and appends.
+func (p *parser) sha1Event(idx int) (record, digestRec, error) {
 	start := p.off
 	rest := p.data[start:]
 	if len(rest) < 32 {
-		return Event{}, p.errorf(idx, start, ErrTruncated, "event header needs 32 bytes, %d remain", len(rest))
+		return record{}, digestRec{}, p.errorf(idx, start, ErrTruncated, "event header needs 32 bytes, %d remain", len(rest))
 	}
 	size := binary.LittleEndian.Uint32(rest[28:])
 	if size > MaxEventDataSize {
-		return Event{}, p.errorf(idx, start+28, ErrLimit, "event data size %d exceeds %d", size, MaxEventDataSize)
+		return record{}, digestRec{}, p.errorf(idx, start+28, ErrLimit, "event data size %d exceeds %d", size, MaxEventDataSize)
 	}
 	if uint64(size) > uint64(len(rest)-32) {
-		return Event{}, p.errorf(idx, start+28, ErrTruncated, "event data size %d, %d bytes remain", size, len(rest)-32)
+		return record{}, digestRec{}, p.errorf(idx, start+28, ErrTruncated, "event data size %d, %d bytes remain", size, len(rest)-32)
 	}
-	end := 32 + int(size)
-	p.off = start + end
-	return Event{
-		Index:    idx,
-		Offset:   start,
-		Register: binary.LittleEndian.Uint32(rest),
-		Type:     EventType(binary.LittleEndian.Uint32(rest[4:])),
-		Data:     rest[32:end:end],
-	}, nil
+	p.off = start + 32 + int(size)
+	return record{
+		offset:   uint32(start),
+		register: binary.LittleEndian.Uint32(rest),
+		typ:      EventType(binary.LittleEndian.Uint32(rest[4:])),
+		dataOff:  uint32(start + 32),
+		dataLen:  size,
+		digN:     1,
+	}, digestRec{alg: SHA1, size: 20, off: uint32(start + 8)}, nil
 }
 
-// agileEvent parses a TCG_PCR_EVENT2: register, type, a digest list with
-// one digest per declared bank, data size and data.
-func (p *parser) agileEvent(idx int, banks []BankSpec) (Event, error) {
+// agileEvent parses a TCG_PCR_EVENT2 (register, type, a digest list with
+// one digest per declared bank, data size, data) and appends it.
+func (p *parser) agileEvent(idx int) error {
 	start := p.off
 	rest := p.data[start:]
 	if len(rest) < 12 {
-		return Event{}, p.errorf(idx, start, ErrTruncated, "event header needs 12 bytes, %d remain", len(rest))
+		return p.errorf(idx, start, ErrTruncated, "event header needs 12 bytes, %d remain", len(rest))
 	}
-	ev := Event{
-		Index:    idx,
-		Offset:   start,
-		Register: binary.LittleEndian.Uint32(rest),
-		Type:     EventType(binary.LittleEndian.Uint32(rest[4:])),
-	}
+	l := p.l
+	banks := l.Banks
 	count := binary.LittleEndian.Uint32(rest[8:])
 	if count != uint32(len(banks)) {
-		return Event{}, p.errorf(idx, start+8, ErrMalformed, "event carries %d digests, the Spec ID event declares %d banks", count, len(banks))
+		return p.errorf(idx, start+8, ErrMalformed, "event carries %d digests, the Spec ID event declares %d banks", count, len(banks))
 	}
 	pos := 12
-	first := len(p.digests)
+	first := len(l.digs)
+	var seen uint32 // bit i: banks[i] seen in this event
 	for i := range int(count) {
 		if len(rest)-pos < 2 {
-			return Event{}, p.errorf(idx, start+pos, ErrTruncated, "digest %d: algorithm needs 2 bytes", i)
+			l.digs = l.digs[:first]
+			return p.errorf(idx, start+pos, ErrTruncated, "digest %d: algorithm needs 2 bytes", i)
 		}
 		alg := HashAlg(binary.LittleEndian.Uint16(rest[pos:]))
-		size := 0
-		for _, b := range banks {
-			if b.Alg == alg {
-				size = b.Size
-				break
+		bi := -1
+		if banks[i].Alg == alg { // the usual case: logged in declared order
+			bi = i
+		} else {
+			for j, b := range banks {
+				if b.Alg == alg {
+					bi = j
+					break
+				}
 			}
 		}
-		if size == 0 {
-			return Event{}, p.errorf(idx, start+pos, ErrMalformed, "digest %d: algorithm %v is not declared by the Spec ID event", i, alg)
+		if bi < 0 {
+			l.digs = l.digs[:first]
+			return p.errorf(idx, start+pos, ErrMalformed, "digest %d: algorithm %v is not declared by the Spec ID event", i, alg)
 		}
-		for _, d := range p.digests[first:] {
-			if d.Alg == alg {
-				return Event{}, p.errorf(idx, start+pos, ErrMalformed, "digest %d: algorithm %v appears twice", i, alg)
-			}
+		if seen&(1<<bi) != 0 {
+			l.digs = l.digs[:first]
+			return p.errorf(idx, start+pos, ErrMalformed, "digest %d: algorithm %v appears twice", i, alg)
 		}
+		seen |= 1 << bi
+		size := banks[bi].Size
 		pos += 2
 		if len(rest)-pos < size {
-			return Event{}, p.errorf(idx, start+pos, ErrTruncated, "digest %d: %v needs %d bytes, %d remain", i, alg, size, len(rest)-pos)
+			l.digs = l.digs[:first]
+			return p.errorf(idx, start+pos, ErrTruncated, "digest %d: %v needs %d bytes, %d remain", i, alg, size, len(rest)-pos)
 		}
-		p.digests = append(p.digests, Digest{Alg: alg, Value: rest[pos : pos+size : pos+size]})
+		l.digs = append(l.digs, digestRec{alg: alg, size: uint16(size), off: uint32(start + pos)})
 		pos += size
 	}
 	if len(rest)-pos < 4 {
-		return Event{}, p.errorf(idx, start+pos, ErrTruncated, "event data size needs 4 bytes")
+		l.digs = l.digs[:first]
+		return p.errorf(idx, start+pos, ErrTruncated, "event data size needs 4 bytes")
 	}
 	size := binary.LittleEndian.Uint32(rest[pos:])
 	if size > MaxEventDataSize {
-		return Event{}, p.errorf(idx, start+pos, ErrLimit, "event data size %d exceeds %d", size, MaxEventDataSize)
+		l.digs = l.digs[:first]
+		return p.errorf(idx, start+pos, ErrLimit, "event data size %d exceeds %d", size, MaxEventDataSize)
 	}
 	if uint64(size) > uint64(len(rest)-pos-4) {
-		return Event{}, p.errorf(idx, start+pos, ErrTruncated, "event data size %d, %d bytes remain", size, len(rest)-pos-4)
+		l.digs = l.digs[:first]
+		return p.errorf(idx, start+pos, ErrTruncated, "event data size %d, %d bytes remain", size, len(rest)-pos-4)
 	}
 	pos += 4
-	end := pos + int(size)
-	ev.Data = rest[pos:end:end]
-	ev.digests = p.digests[first:len(p.digests):len(p.digests)]
-	p.off = start + end
-	return ev, nil
+	l.recs = append(l.recs, record{
+		offset:   uint32(start),
+		register: binary.LittleEndian.Uint32(rest),
+		typ:      EventType(binary.LittleEndian.Uint32(rest[4:])),
+		dataOff:  uint32(start + pos),
+		dataLen:  size,
+		digStart: uint32(first),
+		digN:     count,
+	})
+	p.off = start + pos + int(size)
+	return nil
 }
 
 // parseSpecID decodes a Spec ID event. It returns nil, nil for an
 // EV_NO_ACTION event that is not one.
-func parseSpecID(ev Event) (*SpecID, error) {
-	d := ev.Data
+func parseSpecID(offset int, d []byte) (*SpecID, error) {
 	if len(d) < 16 || !bytes.HasPrefix(d, []byte("Spec ID Event0")) {
 		return nil, nil
 	}
 	bad := func(off int, err error, format string, a ...any) error {
-		return &ParseError{Event: 0, Offset: ev.Offset + 32 + off, Msg: "Spec ID event: " + fmt.Sprintf(format, a...), Err: err}
+		return &ParseError{Event: 0, Offset: offset + 32 + off, Msg: "Spec ID event: " + fmt.Sprintf(format, a...), Err: err}
 	}
 	s := &SpecID{Signature: string(bytes.TrimRight(d[:16], "\x00"))}
 	if s.Signature != "Spec ID Event03" {

@@ -145,7 +145,7 @@ func (l *Log) Replay() (*Registers, error) {
 	if err := rp.init(l, 0); err != nil {
 		return nil, err
 	}
-	for i := range l.events {
+	for i := range l.recs {
 		rp.step(i)
 	}
 	return rp.registers(), nil
@@ -191,29 +191,30 @@ func (rp *replayer) init(l *Log, quirks Quirk) error {
 	n := uint32(l.Kind.NumRegisters())
 	pcr0Extended := false
 	locality := -1
-	for i := range l.events {
-		ev := &l.events[i]
-		if ev.Type == EV_NO_ACTION {
-			if l.Kind == PCR && ev.Register == 0 && bytes.HasPrefix(ev.Data, startupLoc) {
+	for i := range l.recs {
+		ev := &l.recs[i]
+		data := l.data[ev.dataOff : ev.dataOff+ev.dataLen]
+		if ev.typ == EV_NO_ACTION {
+			if l.Kind == PCR && ev.register == 0 && bytes.HasPrefix(data, startupLoc) {
 				switch {
-				case len(ev.Data) != len(startupLoc)+1:
-					return &ReplayError{Event: i, Offset: ev.Offset, Msg: fmt.Sprintf("StartupLocality event has %d bytes, want %d", len(ev.Data), len(startupLoc)+1)}
+				case len(data) != len(startupLoc)+1:
+					return &ReplayError{Event: i, Offset: int(ev.offset), Msg: fmt.Sprintf("StartupLocality event has %d bytes, want %d", len(data), len(startupLoc)+1)}
 				case pcr0Extended:
-					return &ReplayError{Event: i, Offset: ev.Offset, Msg: "StartupLocality event after PCR 0 was extended"}
+					return &ReplayError{Event: i, Offset: int(ev.offset), Msg: "StartupLocality event after PCR 0 was extended"}
 				case locality >= 0:
-					return &ReplayError{Event: i, Offset: ev.Offset, Msg: "second StartupLocality event"}
+					return &ReplayError{Event: i, Offset: int(ev.offset), Msg: "second StartupLocality event"}
 				}
-				locality = int(ev.Data[len(startupLoc)])
+				locality = int(data[len(startupLoc)])
 			}
 			continue
 		}
-		if ev.Register >= n {
-			return &ReplayError{Event: i, Offset: ev.Offset, Msg: fmt.Sprintf("%s %d does not exist", l.Kind, ev.Register)}
+		if ev.register >= n {
+			return &ReplayError{Event: i, Offset: int(ev.offset), Msg: fmt.Sprintf("%s %d does not exist", l.Kind, ev.register)}
 		}
-		if l.Kind == PCR && ev.Register == 0 {
-			if ev.Type == EV_EFI_HCRTM_EVENT {
+		if l.Kind == PCR && ev.register == 0 {
+			if ev.typ == EV_EFI_HCRTM_EVENT {
 				if pcr0Extended {
-					return &ReplayError{Event: i, Offset: ev.Offset, Msg: "EV_EFI_HCRTM_EVENT after PCR 0 was extended"}
+					return &ReplayError{Event: i, Offset: int(ev.offset), Msg: "EV_EFI_HCRTM_EVENT after PCR 0 was extended"}
 				}
 				if locality < 0 {
 					locality = 4
@@ -247,12 +248,13 @@ func (rp *replayer) init(l *Log, quirks Quirk) error {
 // them or has no PCR 5 event.
 func ebsPosition(l *Log) int {
 	last := -1
-	for i := range l.events {
-		ev := &l.events[i]
-		if ev.Register != 5 || ev.Type == EV_NO_ACTION {
+	for i := range l.recs {
+		ev := &l.recs[i]
+		if ev.register != 5 || ev.typ == EV_NO_ACTION {
 			continue
 		}
-		if ev.Type == EV_EFI_ACTION && (bytes.Equal(ev.Data, ebsInvocation) || bytes.Equal(ev.Data, ebsReturned)) {
+		data := l.data[ev.dataOff : ev.dataOff+ev.dataLen]
+		if ev.typ == EV_EFI_ACTION && (bytes.Equal(data, ebsInvocation) || bytes.Equal(data, ebsReturned)) {
 			return -1
 		}
 		last = i
@@ -263,18 +265,19 @@ func ebsPosition(l *Log) int {
 // step replays event i. It returns the bit of the register it extended, or
 // 0 when it extended nothing.
 func (rp *replayer) step(i int) uint32 {
-	ev := &rp.log.events[i]
-	if ev.Type == EV_NO_ACTION {
+	l := rp.log
+	ev := &l.recs[i]
+	if ev.typ == EV_NO_ACTION {
 		return 0
 	}
-	r := ev.Register // checked against the register count in init
-	for di, d := range ev.digests {
+	r := ev.register // checked against the register count in init
+	for di, d := range l.digs[ev.digStart : ev.digStart+ev.digN] {
 		bi := rp.bankOf[di]
-		if d.Alg != rp.log.Banks[di].Alg {
+		if d.alg != l.Banks[di].Alg {
 			// Digests in another order than declared: look the bank up.
 			bi = -1
 			for j, b := range rp.banks {
-				if b.Alg == d.Alg {
+				if b.Alg == d.alg {
 					bi = int8(j)
 				}
 			}
@@ -283,7 +286,8 @@ func (rp *replayer) step(i int) uint32 {
 			continue
 		}
 		b := &rp.banks[bi]
-		extend(b.Alg, b.values[r][:b.Alg.Size()], d.Value)
+		size := b.Alg.Size()
+		extend(b.Alg, b.values[r][:size], l.data[d.off:d.off+uint32(size)])
 		b.extended |= 1 << r
 	}
 	if i == rp.ebsAfter {

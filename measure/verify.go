@@ -5,8 +5,10 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
+	"math/bits"
 	"slices"
 	"strings"
+	"sync"
 )
 
 // QuotedValues are register values that a root of trust vouched for: the
@@ -133,13 +135,28 @@ var ErrNothingVerified = errors.New("measure: no quoted register can be compared
 type VerifiedLog struct {
 	log      *Log
 	report   *Report
-	events   []Event
-	verified uint32 // bit r: register r verified
+	idx      []uint32 // indices of the verified events
+	verified uint32   // bit r: register r verified
+
+	once   sync.Once
+	events []Event
 }
 
-// Events returns the verified events in log order. The slice is shared: do
-// not modify it.
-func (v *VerifiedLog) Events() []Event { return v.events }
+// Events returns the verified events in log order. The slice is built on
+// the first call and shared: do not modify it.
+func (v *VerifiedLog) Events() []Event {
+	v.once.Do(func() {
+		all := v.log.UnverifiedEvents()
+		v.events = make([]Event, len(v.idx))
+		for i, x := range v.idx {
+			v.events[i] = all[x]
+		}
+	})
+	return v.events
+}
+
+// NumEvents returns the number of verified events.
+func (v *VerifiedLog) NumEvents() int { return len(v.idx) }
 
 // Report returns the register-by-register comparison.
 func (v *VerifiedLog) Report() *Report { return v.report }
@@ -200,49 +217,38 @@ func (l *Log) verify(quoted QuotedValues, quirks Quirk) (*VerifiedLog, error) {
 	nregs := uint32(l.Kind.NumRegisters())
 	// Registers the log never extends cannot be checked against it: they
 	// are reported Absent and take no part in the prefix search.
-	var everExtended [MaxBanks]uint32
-	for i := range l.events {
-		ev := &l.events[i]
-		if ev.Type == EV_NO_ACTION {
-			continue
-		}
-		for _, d := range ev.digests {
-			for bi := range rp.banks {
-				if rp.banks[bi].Alg == d.Alg {
-					everExtended[bi] |= 1 << ev.Register
-				}
-			}
-		}
-	}
+	everExtended := l.extended
 	if rp.ebsAfter >= 0 {
+		everExtended |= 1 << 5
+	}
+	// The checks, grouped by register: those of register r are
+	// checks[start[r]:start[r+1]].
+	total := 0
+	for _, regs := range quoted {
+		total += len(regs)
+	}
+	checks := make([]check, 0, total)
+	var start [25]int
+	for r := range nregs {
+		start[r] = len(checks)
 		for bi := range rp.banks {
-			everExtended[bi] |= 1 << 5
+			alg := rp.banks[bi].Alg
+			val, ok := quoted[alg][r]
+			if !ok || everExtended&(1<<r) == 0 {
+				continue
+			}
+			checks = append(checks, check{bank: bi, reg: r, value: val})
 		}
 	}
-	var checks []check
-	var byReg [24][]int // register -> indices into checks
+	start[nregs] = len(checks)
 	for alg, regs := range quoted {
-		bi := -1
-		for i := range rp.banks {
-			if rp.banks[i].Alg == alg {
-				bi = i
-			}
-		}
-		if bi < 0 {
-			continue
-		}
 		for r, val := range regs {
 			if r >= nregs {
 				return nil, fmt.Errorf("measure: quoted %v register %d does not exist", alg, r)
 			}
-			if len(val) != alg.Size() {
+			if alg.Known() && len(val) != alg.Size() {
 				return nil, fmt.Errorf("measure: quoted %v register %d has %d bytes, want %d", alg, r, len(val), alg.Size())
 			}
-			if everExtended[bi]&(1<<r) == 0 {
-				continue
-			}
-			byReg[r] = append(byReg[r], len(checks))
-			checks = append(checks, check{bank: bi, reg: r, value: val})
 		}
 	}
 	if len(checks) == 0 {
@@ -262,37 +268,33 @@ func (l *Log) verify(quoted QuotedValues, quirks Quirk) (*VerifiedLog, error) {
 	if bad == 0 {
 		prefix = 0
 	}
-	for i := range l.events {
-		bit := rp.step(i)
-		if bit == 0 && i != rp.ebsAfter {
-			if bad == 0 {
-				prefix = i + 1
-			}
-			continue
-		}
-		for _, r := range [2]uint32{l.events[i].Register, 5} {
-			for _, ci := range byReg[r] {
-				c := &checks[ci]
-				ok := bytes.Equal(rp.banks[c.bank].Value(int(r)), c.value)
-				if ok != c.ok {
-					if ok {
-						bad--
-					} else {
-						bad++
-					}
-					c.ok = ok
+	recheck := func(r uint32) {
+		for ci := start[r]; ci < start[r+1]; ci++ {
+			c := &checks[ci]
+			ok := bytes.Equal(rp.banks[c.bank].Value(int(r)), c.value)
+			if ok != c.ok {
+				if ok {
+					bad--
+				} else {
+					bad++
 				}
+				c.ok = ok
 			}
-			if i != rp.ebsAfter {
-				break
+		}
+	}
+	for i := range l.recs {
+		if rp.step(i) != 0 {
+			recheck(l.recs[i].register)
+			if i == rp.ebsAfter {
+				recheck(5)
 			}
 		}
 		if bad == 0 {
 			prefix = i + 1
 		}
 	}
-	if prefix < 0 || prefix == len(l.events) {
-		return l.verifiedView(quoted, quirks, len(l.events), &rp)
+	if prefix < 0 || prefix == len(l.recs) {
+		return l.verifiedView(quoted, quirks, len(l.recs), &rp)
 	}
 	// Replay again up to the prefix, for the register values there.
 	var rp2 replayer
@@ -308,19 +310,19 @@ func (l *Log) verify(quoted QuotedValues, quirks Quirk) (*VerifiedLog, error) {
 // verifiedView builds the report and the verified log from the registers
 // replayed over events[:prefix].
 func (l *Log) verifiedView(quoted QuotedValues, quirks Quirk, prefix int, rp *replayer) (*VerifiedLog, error) {
-	rep := &Report{Prefix: prefix, Events: len(l.events)}
+	rep := &Report{Prefix: prefix, Events: len(l.recs)}
 	var counts [MaxBanks][24]int
 	var extended [MaxBanks]uint32
 	for i := range prefix {
-		ev := &l.events[i]
-		if ev.Type == EV_NO_ACTION {
+		ev := &l.recs[i]
+		if ev.typ == EV_NO_ACTION {
 			continue
 		}
-		for _, d := range ev.digests {
+		for _, d := range l.digs[ev.digStart : ev.digStart+ev.digN] {
 			for bi := range rp.banks {
-				if rp.banks[bi].Alg == d.Alg {
-					counts[bi][ev.Register]++
-					extended[bi] |= 1 << ev.Register
+				if rp.banks[bi].Alg == d.alg {
+					counts[bi][ev.register]++
+					extended[bi] |= 1 << ev.register
 				}
 			}
 		}
@@ -332,6 +334,21 @@ func (l *Log) verifiedView(quoted QuotedValues, quirks Quirk, prefix int, rp *re
 		}
 	}
 	matched, mismatched := uint32(0), uint32(0)
+	nres := 0
+	for bi := range rp.banks {
+		mask := extended[bi]
+		for r := range quoted[rp.banks[bi].Alg] {
+			mask |= 1 << r
+		}
+		nres += bits.OnesCount32(mask)
+	}
+	for alg, regs := range quoted {
+		if !slices.ContainsFunc(rp.banks, func(b Bank) bool { return b.Alg == alg }) {
+			nres += len(regs)
+		}
+	}
+	rep.Results = make([]RegisterResult, 0, nres)
+	buf := make([]byte, 0, nres*MaxDigestSize) // every replayed value
 	for bi := range rp.banks {
 		b := &rp.banks[bi]
 		q := quoted[b.Alg]
@@ -341,7 +358,9 @@ func (l *Log) verifiedView(quoted QuotedValues, quirks Quirk, prefix int, rp *re
 			if !isQuoted && !ext {
 				continue
 			}
-			res := RegisterResult{Alg: b.Alg, Register: r, Replayed: bytes.Clone(b.Value(int(r))), Quoted: val, Events: counts[bi][r]}
+			off := len(buf)
+			buf = append(buf, b.Value(int(r))...)
+			res := RegisterResult{Alg: b.Alg, Register: r, Replayed: buf[off:len(buf):len(buf)], Quoted: val, Events: counts[bi][r]}
 			switch {
 			case !isQuoted:
 				res.Status = NotQuoted
@@ -374,17 +393,18 @@ func (l *Log) verifiedView(quoted QuotedValues, quirks Quirk, prefix int, rp *re
 		rep.Quirks = quirks
 	}
 	v := &VerifiedLog{log: l, report: rep, verified: verified}
+	v.idx = make([]uint32, 0, prefix)
 	for i := range prefix {
-		ev := &l.events[i]
-		if ev.Register >= 32 || verified&(1<<ev.Register) == 0 {
+		ev := &l.recs[i]
+		if ev.register >= 32 || verified&(1<<ev.register) == 0 {
 			continue
 		}
 		// Events that were not extended are not vouched for by any value,
 		// except a StartupLocality event, which set PCR 0's initial value.
-		if ev.Type == EV_NO_ACTION && !(l.Kind == PCR && ev.Register == 0 && bytes.HasPrefix(ev.Data, startupLoc)) {
+		if ev.typ == EV_NO_ACTION && !(l.Kind == PCR && ev.register == 0 && bytes.HasPrefix(l.data[ev.dataOff:ev.dataOff+ev.dataLen], startupLoc)) {
 			continue
 		}
-		v.events = append(v.events, *ev)
+		v.idx = append(v.idx, uint32(i))
 	}
 	if mismatched != 0 {
 		return v, &MismatchError{Report: rep}

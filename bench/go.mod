@@ -1,0 +1,17 @@
+module github.com/shieldvm/shieldvm/bench
+
+go 1.26.0
+
+replace github.com/shieldvm/shieldvm => ../
+
+require (
+	github.com/google/go-attestation v0.6.4
+	github.com/google/go-eventlog v0.0.3-0.20260617163629-883cc5652c69
+	github.com/shieldvm/shieldvm v0.0.0-00010101000000-000000000000
+)
+
+require (
+	github.com/google/go-tpm v0.9.8 // indirect
+	golang.org/x/sys v0.50.0 // indirect
+	google.golang.org/protobuf v1.36.12 // indirect
+)
