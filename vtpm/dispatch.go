@@ -1,0 +1,457 @@
+package vtpm
+
+import (
+	"crypto/subtle"
+	"encoding/binary"
+)
+
+// handleKind is the interface type (TPMI_...) of a command's handle, which
+// decides which handle values the command accepts (Part 2, section 9).
+type handleKind uint8
+
+const (
+	hkObject        handleKind = iota // TPMI_DH_OBJECT
+	hkObjectNull                      // TPMI_DH_OBJECT+
+	hkPCR                             // TPMI_DH_PCR+
+	hkHierarchyNull                   // TPMI_RH_HIERARCHY+
+	hkHierarchyAuth                   // TPMI_RH_HIERARCHY_AUTH
+	hkProvision                       // TPMI_RH_PROVISION
+	hkClear                           // TPMI_RH_CLEAR
+	hkNVAuth                          // TPMI_RH_NV_AUTH
+	hkNVIndex                         // TPMI_RH_NV_INDEX
+	hkContext                         // TPMI_DH_CONTEXT
+	hkEntity                          // TPMI_DH_ENTITY
+	hkPolicySession                   // TPMI_SH_POLICY
+)
+
+// role is the authorization role a command requires for a handle (Part 1,
+// section 19.2).
+type role uint8
+
+const (
+	roleUser role = iota
+	roleAdmin
+)
+
+// cmdDef describes one command: its handle area, which handles need
+// authorization, whether the response carries a handle, and its handler.
+type cmdDef struct {
+	cc      uint32
+	handles []handleKind
+	auth    int // the first auth handles need an authorization session
+	roles   []role
+	rHandle bool
+	nv      bool // TPMA_CC nv: may write NV
+	flushed bool // TPMA_CC flushed: flushes its handle
+	write   bool // for NV indices: the authorization is a write
+	fn      func(*TPM, *call) uint32
+}
+
+// call is one command in flight.
+type call struct {
+	def       *cmdDef
+	tag       uint16
+	h         [3]uint32
+	nh        int
+	r         reader // the parameter area
+	w         writer // the response parameter area
+	outHandle uint32
+	sess      [3]sessionIn
+	nsess     int
+	cpBytes   []byte // the parameter area, for cpHash
+}
+
+// sessionIn is one entry of a command's authorization area.
+type sessionIn struct {
+	handle uint32
+	nonce  []byte
+	attrs  uint8
+	hmac   []byte
+}
+
+// Session attributes (TPMA_SESSION), Part 2, section 8.4.
+const (
+	saContinueSession = 0x01
+	saAuditExclusive  = 0x02
+	saAuditReset      = 0x04
+	saReserved        = 0x18
+	saDecrypt         = 0x20
+	saEncrypt         = 0x40
+	saAudit           = 0x80
+)
+
+var commands [0x200]*cmdDef
+
+func register(d *cmdDef) {
+	if commands[d.cc] != nil {
+		panic("vtpm: duplicate command")
+	}
+	if len(d.roles) < d.auth {
+		d.roles = make([]role, d.auth)
+	}
+	commands[d.cc] = d
+}
+
+func lookupCommand(cc uint32) *cmdDef {
+	if cc >= uint32(len(commands)) {
+		return nil
+	}
+	return commands[cc]
+}
+
+// rspPrefix is the space reserved before the response parameters for the
+// header (10), a response handle (4) and the parameter size (4).
+const rspPrefix = 18
+
+// execute runs one command. It is the only entry point for command bytes
+// and returns a well-formed response for any input.
+func (t *TPM) execute(cmd []byte) []byte {
+	c := call{}
+	c.w.b = make([]byte, rspPrefix, 256)
+	rc := t.run(&c, cmd)
+	return t.finish(&c, rc)
+}
+
+func errorResponse(tag uint16, rc uint32) []byte {
+	b := make([]byte, 10)
+	binary.BigEndian.PutUint16(b, tag)
+	binary.BigEndian.PutUint32(b[2:], 10)
+	binary.BigEndian.PutUint32(b[6:], rc)
+	return b
+}
+
+func (t *TPM) finish(c *call, rc uint32) []byte {
+	if rc != rcSuccess {
+		if rc == rcBadTag {
+			return errorResponse(stRspCommand, rc)
+		}
+		return errorResponse(stNoSessions, rc)
+	}
+	params := len(c.w.b) - rspPrefix
+	if c.tag == stSessions {
+		for i := 0; i < c.nsess; i++ {
+			s := &c.sess[i]
+			// Password sessions answer with an empty nonce and HMAC and
+			// the continueSession attribute (Part 1, section 19.8.5).
+			c.w.u16(0)
+			if s.handle == rsPW {
+				c.w.u8(saContinueSession)
+			} else {
+				c.w.u8(s.attrs & saContinueSession)
+			}
+			c.w.u16(0)
+		}
+	}
+	pre := 10
+	if c.def.rHandle {
+		pre += 4
+	}
+	if c.tag == stSessions {
+		pre += 4
+	}
+	start := rspPrefix - pre
+	b := c.w.b[start:]
+	if len(b) > maxResponseSize {
+		// Every handler bounds its output; this is the last line of
+		// defence and must never be reached.
+		return errorResponse(stNoSessions, rcFailure)
+	}
+	tag := uint16(stNoSessions)
+	if c.tag == stSessions {
+		tag = stSessions
+	}
+	binary.BigEndian.PutUint16(b, tag)
+	binary.BigEndian.PutUint32(b[2:], uint32(len(b)))
+	binary.BigEndian.PutUint32(b[6:], rcSuccess)
+	o := 10
+	if c.def.rHandle {
+		binary.BigEndian.PutUint32(b[o:], c.outHandle)
+		o += 4
+	}
+	if c.tag == stSessions {
+		binary.BigEndian.PutUint32(b[o:], uint32(params))
+	}
+	return b
+}
+
+func (t *TPM) run(c *call, cmd []byte) uint32 {
+	r := newReader(cmd)
+	tag := r.u16()
+	if !r.ok() {
+		return r.code
+	}
+	if tag != stNoSessions && tag != stSessions {
+		return rcBadTag
+	}
+	size := r.u32()
+	if !r.ok() {
+		return r.code
+	}
+	if uint64(size) != uint64(len(cmd)) || size > maxCommandSize {
+		return rcCommandSize
+	}
+	cc := r.u32()
+	if !r.ok() {
+		return r.code
+	}
+	def := lookupCommand(cc)
+	if def == nil {
+		return rcCommandCode
+	}
+	c.def = def
+	c.tag = tag
+	if !t.started && cc != ccStartup {
+		return rcInitialize
+	}
+
+	// Handle area (Part 3, section 5.4).
+	for i, k := range def.handles {
+		r.q = rcH | uint32(i+1)<<8
+		h := r.u32()
+		if !r.ok() {
+			return r.code
+		}
+		if !validHandle(k, h) {
+			return qualify(rcValue, r.q)
+		}
+		if rc := t.handleLoaded(h); rc != rcSuccess {
+			if rc == rcReferenceH0 {
+				return rc + uint32(i)
+			}
+			return qualify(rc, r.q)
+		}
+		c.h[i] = h
+	}
+	c.nh = len(def.handles)
+	r.q = 0
+
+	// Authorization area (Part 1, section 18.7).
+	if tag == stSessions {
+		authSize := r.u32()
+		if !r.ok() {
+			return r.code
+		}
+		if authSize < 9 || uint64(authSize) > uint64(r.len()) {
+			return rcSize
+		}
+		ar := newReader(r.bytes(int(authSize)))
+		for !ar.empty() {
+			if c.nsess == len(c.sess) {
+				return rcAuthSize
+			}
+			n := c.nsess
+			ar.q = rcS | uint32(n+1)<<8
+			s := &c.sess[n]
+			s.handle = ar.u32()
+			s.nonce = ar.b2b(maxDigestSize)
+			s.attrs = ar.u8()
+			s.hmac = ar.b2b(maxDigestSize)
+			if !ar.ok() {
+				if ar.code&0xFF == rcInsufficient {
+					return rcAuthSize
+				}
+				return ar.code
+			}
+			c.nsess++
+			if s.handle != rsPW && t.session(s.handle) == nil {
+				if s.handle>>24 != htHMACSession && s.handle>>24 != htPolicySession {
+					return qualify(rcValue, ar.q)
+				}
+				return rcReferenceS0 + uint32(n)
+			}
+			if s.attrs&saReserved != 0 {
+				return qualify(rcReservedBits, ar.q)
+			}
+		}
+		if c.nsess < def.auth {
+			return rcAuthMissing
+		}
+		for i := 0; i < c.nsess; i++ {
+			if rc := t.authorize(c, i); rc != rcSuccess {
+				return rc
+			}
+		}
+	} else if def.auth > 0 {
+		return rcAuthMissing
+	}
+
+	c.cpBytes = r.b
+	c.r = newReader(r.b)
+	c.r.param(1)
+	return def.fn(t, c)
+}
+
+const (
+	rcReferenceH0 = rcWarn + 0x010
+	rcReferenceS0 = rcWarn + 0x018
+)
+
+// validHandle checks a handle against its interface type.
+func validHandle(k handleKind, h uint32) bool {
+	switch k {
+	case hkObject:
+		return h>>24 == htTransient || h>>24 == htPersistent
+	case hkObjectNull:
+		return h>>24 == htTransient || h>>24 == htPersistent || h == rhNull
+	case hkPCR:
+		return h < numPCRs || h == rhNull
+	case hkHierarchyNull:
+		return h == rhOwner || h == rhEndorsement || h == rhPlatform || h == rhNull
+	case hkHierarchyAuth:
+		return h == rhOwner || h == rhEndorsement || h == rhPlatform || h == rhLockout
+	case hkProvision:
+		return h == rhOwner || h == rhPlatform
+	case hkClear:
+		return h == rhLockout || h == rhPlatform
+	case hkNVAuth:
+		return h == rhOwner || h == rhPlatform || h>>24 == htNVIndex
+	case hkNVIndex:
+		return h>>24 == htNVIndex
+	case hkContext:
+		return h>>24 == htTransient || h>>24 == htHMACSession || h>>24 == htPolicySession
+	case hkEntity:
+		switch h >> 24 {
+		case htTransient, htPersistent, htNVIndex, htPCR:
+			return h>>24 != htPCR || h < numPCRs
+		}
+		return h == rhOwner || h == rhEndorsement || h == rhPlatform || h == rhLockout || h == rhNull
+	case hkPolicySession:
+		return h>>24 == htPolicySession
+	}
+	return false
+}
+
+// handleLoaded reports whether the entity a handle names exists
+// (EntityGetLoadStatus in the reference implementation).
+func (t *TPM) handleLoaded(h uint32) uint32 {
+	switch h >> 24 {
+	case htTransient:
+		if t.s.Transient[h] == nil {
+			return rcReferenceH0
+		}
+	case htPersistent:
+		if t.s.Persistent[h] == nil {
+			return rcHandle
+		}
+	case htNVIndex:
+		if t.s.NV[h] == nil {
+			return rcHandle
+		}
+	case htHMACSession, htPolicySession:
+		if t.session(h) == nil {
+			return rcReferenceH0
+		}
+	}
+	return rcSuccess
+}
+
+// object returns the transient or persistent object that h names.
+func (t *TPM) object(h uint32) *object {
+	switch h >> 24 {
+	case htTransient:
+		return t.s.Transient[h]
+	case htPersistent:
+		return t.s.Persistent[h]
+	}
+	return nil
+}
+
+// authorize checks session i of the authorization area (Part 1, section
+// 19). Password sessions are checked here; policy sessions are checked by
+// authorizePolicy.
+func (t *TPM) authorize(c *call, i int) uint32 {
+	s := &c.sess[i]
+	q := rcS | uint32(i+1)<<8
+	if i >= c.def.auth {
+		// A session beyond the authorized handles could only be an
+		// audit or encryption session, which this TPM does not support
+		// yet.
+		if s.handle == rsPW {
+			return rcAuthContext
+		}
+		return qualify(rcAttributes, q)
+	}
+	h := c.h[i]
+	if s.handle == rsPW {
+		if len(s.nonce) != 0 {
+			return qualify(rcNonce, q)
+		}
+		if s.attrs&^saContinueSession != 0 {
+			return qualify(rcAttributes, q)
+		}
+		auth, ok := t.authValue(h, c.def, c.def.roles[i])
+		if !ok {
+			return rcAuthUnavailable
+		}
+		if !authEqual(auth, s.hmac) {
+			return qualify(rcAuthFail, q)
+		}
+		return rcSuccess
+	}
+	return t.authorizePolicy(c, i, q)
+}
+
+// authEqual compares two authValues in constant time after removing
+// trailing zeros, which Part 1, section 19.6.4 makes insignificant.
+func authEqual(a, b []byte) bool {
+	a, b = trimZeros(a), trimZeros(b)
+	return subtle.ConstantTimeCompare(a, b) == 1
+}
+
+func trimZeros(b []byte) []byte {
+	for len(b) > 0 && b[len(b)-1] == 0 {
+		b = b[:len(b)-1]
+	}
+	return b
+}
+
+// authValue returns the authValue of the entity h for a password or HMAC
+// session, and false when the entity's authValue may not be used for this
+// role (IsAuthValueAvailable in the reference implementation).
+func (t *TPM) authValue(h uint32, def *cmdDef, r role) ([]byte, bool) {
+	switch h >> 24 {
+	case htPermanent:
+		switch h {
+		case rhOwner:
+			return t.s.OwnerAuth, true
+		case rhEndorsement:
+			return t.s.EndorsementAuth, true
+		case rhPlatform:
+			return t.s.PlatformAuth, true
+		case rhLockout:
+			return t.s.LockoutAuth, true
+		case rhNull:
+			return nil, true
+		}
+		return nil, false
+	case htPCR:
+		return nil, true
+	case htTransient, htPersistent:
+		o := t.object(h)
+		if o == nil {
+			return nil, false
+		}
+		a := o.attrs()
+		if r == roleUser && a&oaUserWithAuth == 0 {
+			return nil, false
+		}
+		if r == roleAdmin && a&oaAdminWithPolicy != 0 {
+			return nil, false
+		}
+		return o.Auth, true
+	case htNVIndex:
+		nv := t.s.NV[h]
+		if nv == nil {
+			return nil, false
+		}
+		if def.write {
+			if nv.Attrs&nvAuthWrite == 0 {
+				return nil, false
+			}
+		} else if nv.Attrs&nvAuthRead == 0 {
+			return nil, false
+		}
+		return nv.Auth, true
+	}
+	return nil, false
+}
