@@ -122,9 +122,6 @@ func errorResponse(tag uint16, rc uint32) []byte {
 
 func (t *TPM) finish(c *call, rc uint32) []byte {
 	if rc != rcSuccess {
-		if rc == rcBadTag {
-			return errorResponse(stRspCommand, rc)
-		}
 		return errorResponse(stNoSessions, rc)
 	}
 	params := len(c.w.b) - rspPrefix
@@ -290,9 +287,9 @@ const (
 func validHandle(k handleKind, h uint32) bool {
 	switch k {
 	case hkObject:
-		return h>>24 == htTransient || h>>24 == htPersistent
+		return isTransient(h) || h>>24 == htPersistent
 	case hkObjectNull:
-		return h>>24 == htTransient || h>>24 == htPersistent || h == rhNull
+		return isTransient(h) || h>>24 == htPersistent || h == rhNull
 	case hkPCR:
 		return h < numPCRs || h == rhNull
 	case hkHierarchyNull:
@@ -308,7 +305,7 @@ func validHandle(k handleKind, h uint32) bool {
 	case hkNVIndex:
 		return h>>24 == htNVIndex
 	case hkContext:
-		return h>>24 == htTransient || h>>24 == htHMACSession || h>>24 == htPolicySession
+		return isTransient(h) || h-hmacSessionFirst < maxSessions || h-policySessionFirst < maxSessions
 	case hkEntity:
 		switch h >> 24 {
 		case htTransient, htPersistent, htNVIndex, htPCR:
@@ -317,6 +314,29 @@ func validHandle(k handleKind, h uint32) bool {
 		return h == rhOwner || h == rhEndorsement || h == rhPlatform || h == rhLockout || h == rhNull
 	case hkPolicySession:
 		return h>>24 == htPolicySession
+	}
+	return false
+}
+
+// isTransient reports whether h is in the implemented transient range
+// (TRANSIENT_FIRST to TRANSIENT_LAST).
+func isTransient(h uint32) bool { return h-transientFirst < maxLoadedObjects }
+
+// daExempt reports whether an entity is exempt from dictionary-attack
+// protection: permanent handles other than lockout, PCRs, and objects and
+// NV indices with noDA.
+func (t *TPM) daExempt(h uint32) bool {
+	switch h >> 24 {
+	case htPermanent:
+		return h != rhLockout
+	case htPCR:
+		return true
+	case htTransient, htPersistent:
+		o := t.object(h)
+		return o != nil && o.attrs()&oaNoDA != 0
+	case htNVIndex:
+		nv := t.s.NV[h]
+		return nv != nil && nv.Attrs&nvNoDA != 0
 	}
 	return false
 }
@@ -384,6 +404,12 @@ func (t *TPM) authorize(c *call, i int) uint32 {
 			return rcAuthUnavailable
 		}
 		if !authEqual(auth, s.hmac) {
+			// Entities exempt from dictionary-attack protection fail
+			// with TPM_RC_BAD_AUTH, others with TPM_RC_AUTH_FAIL (Part
+			// 1, section 19.8.3). Lockout counting is not implemented.
+			if t.daExempt(h) {
+				return qualify(rcBadAuth, q)
+			}
 			return qualify(rcAuthFail, q)
 		}
 		return rcSuccess

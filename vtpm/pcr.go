@@ -208,7 +208,8 @@ func pcrAllowed(h uint32, reset bool) uint32 {
 	return rcSuccess
 }
 
-// pcrChanged counts a PCR change (TPM_PT_PCR_NO_INCREMENT is empty here).
+// pcrChanged counts a change of one PCR in one bank, as the reference
+// implementation counts.
 func (t *TPM) pcrChanged() { t.s.PCRCounter++ }
 
 // pcrExtend is TPM2_PCR_Extend (Part 3, section 22.2).
@@ -248,8 +249,8 @@ func (t *TPM) pcrExtend(c *call) uint32 {
 	}
 	for _, d := range ds[:n] {
 		t.s.PCR.extend(d.alg, int(h), d.d)
+		t.pcrChanged()
 	}
-	t.pcrChanged()
 	return rcSuccess
 }
 
@@ -274,10 +275,8 @@ func (t *TPM) pcrEvent(c *call) uint32 {
 		c.w.raw(d)
 		if h != rhNull {
 			t.s.PCR.extend(alg, int(h), d)
+			t.pcrChanged()
 		}
-	}
-	if h != rhNull {
-		t.pcrChanged()
 	}
 	return rcSuccess
 }

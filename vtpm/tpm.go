@@ -1,9 +1,9 @@
 package vtpm
 
 import (
+	"crypto"
 	"crypto/rand"
 	"crypto/x509"
-	"crypto"
 	"errors"
 	"sync"
 	"time"
@@ -65,10 +65,10 @@ type TPM struct {
 	s *state // everything that Seal writes
 
 	// Volatile state: lost at power-off, not sealed.
-	started      bool
-	clockBase    time.Time // wall time when s.Clock was last synchronised
-	sessions     map[uint32]*session
-	rspBuf       []byte
+	started   bool
+	clockBase time.Time // wall time when s.Clock was last synchronised
+	sessions  map[uint32]*session
+	rspBuf    []byte
 }
 
 var _ transport.TPM = (*TPM)(nil)

@@ -37,10 +37,10 @@ func qualify(code, q uint32) uint32 {
 	return code
 }
 
-func (r *reader) ok() bool      { return r.code == 0 }
-func (r *reader) len() int      { return len(r.b) }
-func (r *reader) empty() bool   { return len(r.b) == 0 }
-func (r *reader) rest() []byte  { b := r.b; r.b = nil; return b }
+func (r *reader) ok() bool     { return r.code == 0 }
+func (r *reader) len() int     { return len(r.b) }
+func (r *reader) empty() bool  { return len(r.b) == 0 }
+func (r *reader) rest() []byte { b := r.b; r.b = nil; return b }
 
 func (r *reader) u8() uint8 {
 	if len(r.b) < 1 {
