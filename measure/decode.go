@@ -1,0 +1,315 @@
+package measure
+
+import (
+	"bytes"
+	"fmt"
+	"strings"
+)
+
+// Decoded is the typed content of an event's data. Its concrete type
+// depends on the event type: [*UEFIVariable], [*ImageLoad], [*GPT],
+// [*FirmwareBlob], [*HandoffTables], [*CRTMVersion], [*Separator],
+// [*Text], [*TaggedEvent], [*SIPAEvents], [*NoAction], [*NonHostInfo] or
+// [*Raw]. Decoded values alias the log's bytes.
+type Decoded interface {
+	// String describes the data in one line.
+	String() string
+	decoded()
+}
+
+// Binding says whether an event's data is vouched for by the event's
+// digest, and so by the register that digest was extended into.
+type Binding int
+
+const (
+	// BindingNone: the digest is of something else (an image, a file, the
+	// firmware's tables); the data only describes it and is not vouched
+	// for by any register.
+	BindingNone Binding = iota
+	// BindingMatched: the data, or the part of it that the specification
+	// says is hashed, hashes to the digest.
+	BindingMatched
+	// BindingMismatched: the specification says the digest is of the data,
+	// and it is not: the data was changed after it was measured, or the
+	// firmware measured something else than it logged.
+	BindingMismatched
+	// BindingVariableData: only the VariableData of a UEFI variable hashes
+	// to the digest, as EDK2 measures boot variables and as older firmware
+	// measures the Secure Boot variables: the value is bound, the
+	// variable's name and GUID are not.
+	BindingVariableData
+)
+
+// String returns "none", "matched" or "mismatched".
+func (b Binding) String() string {
+	switch b {
+	case BindingMatched:
+		return "matched"
+	case BindingMismatched:
+		return "mismatched"
+	case BindingVariableData:
+		return "variable-data"
+	}
+	return "none"
+}
+
+// MarshalText encodes the binding's name.
+func (b Binding) MarshalText() ([]byte, error) { return []byte(b.String()), nil }
+
+// DecodedEvent is an event with its decoded data.
+type DecodedEvent struct {
+	Event *Event
+	// Data is the decoded data; a [*Raw] when the data does not decode.
+	Data Decoded
+	// Err is why the data did not decode as its type says, or nil.
+	Err error
+	// Binding says whether Data is vouched for by the event's digest in
+	// the bank that was checked.
+	Binding Binding
+	// Alg is the bank whose digest the data was checked against.
+	Alg HashAlg
+}
+
+// DecodeUnverified decodes the data of an event of an unverified [Log]
+// and checks it against the event's strongest digest. Nothing in the
+// result is vouched for by a TPM: use it to display a log, and
+// [VerifiedLog.Facts] for anything a decision rests on.
+func DecodeUnverified(ev *Event) DecodedEvent {
+	return decodeEvent(ev, PCR, strongestAlg(ev.digests, nil))
+}
+
+// DescribeUnverified returns a one-line description of an unverified
+// event's data, with a warning when the data does not match its digest.
+func DescribeUnverified(ev *Event) string {
+	d := DecodeUnverified(ev)
+	s := d.Data.String()
+	if d.Err != nil {
+		s += fmt.Sprintf(" [does not decode: %v]", d.Err)
+	}
+	if d.Binding == BindingMismatched {
+		s += fmt.Sprintf(" [DATA DOES NOT MATCH ITS %v DIGEST]", d.Alg)
+	}
+	return s
+}
+
+// algStrength orders the banks from the strongest.
+var algStrength = []HashAlg{SHA512, SHA384, SHA256, SM3_256, SHA1}
+
+// strongestAlg returns the strongest known algorithm among the digests,
+// limited to allowed when it is not nil.
+func strongestAlg(ds []Digest, allowed map[HashAlg]bool) HashAlg {
+	for _, a := range algStrength {
+		if allowed != nil && !allowed[a] {
+			continue
+		}
+		for _, d := range ds {
+			if d.Alg == a {
+				return a
+			}
+		}
+	}
+	return 0
+}
+
+// matches reports whether content hashes to the event's digest in bank alg.
+func matches(ev *Event, alg HashAlg, content []byte) bool {
+	want, ok := ev.Digest(alg)
+	if !ok || !alg.Known() {
+		return false
+	}
+	got, _ := alg.Sum(content)
+	return bytes.Equal(got[:alg.Size()], want)
+}
+
+// decodeEvent decodes an event's data according to its type, and checks
+// its binding to the digest of bank alg (0: no bank to check).
+func decodeEvent(ev *Event, kind RegisterKind, alg HashAlg) DecodedEvent {
+	out := DecodedEvent{Event: ev, Alg: alg}
+	d := ev.Data
+	var err error
+	// rule: how the digest relates to the data.
+	const (
+		ruleNone     = iota // the digest is of something else
+		ruleData            // the digest must be of the data
+		ruleOptional        // the digest may be of the data
+	)
+	rule := ruleNone
+	var alt []byte     // another accepted hashed content
+	var varData []byte // a variable's VariableData
+	switch ev.Type {
+	case EV_EFI_VARIABLE_DRIVER_CONFIG, EV_EFI_VARIABLE_BOOT, EV_EFI_VARIABLE_BOOT2, EV_EFI_VARIABLE_AUTHORITY:
+		var v *UEFIVariable
+		v, err = ParseUEFIVariable(d)
+		if err == nil {
+			out.Data = v
+			// EDK2 hashes only the VariableData of boot variables, and
+			// older firmware that of every variable; the profile says the
+			// whole structure.
+			varData = v.Data
+		}
+		rule = ruleData
+	case EV_EFI_BOOT_SERVICES_APPLICATION, EV_EFI_BOOT_SERVICES_DRIVER, EV_EFI_RUNTIME_SERVICES_DRIVER:
+		var im *ImageLoad
+		im, err = ParseImageLoad(d)
+		if err == nil {
+			out.Data = im
+		}
+	case EV_EFI_GPT_EVENT, EV_EFI_GPT_EVENT2:
+		var g *GPT
+		g, err = ParseGPT(d)
+		if err == nil {
+			out.Data = g
+		}
+		rule = ruleData
+	case EV_EFI_PLATFORM_FIRMWARE_BLOB:
+		var f *FirmwareBlob
+		f, err = parseFirmwareBlob(d)
+		if err == nil {
+			out.Data = f
+		}
+	case EV_EFI_PLATFORM_FIRMWARE_BLOB2:
+		var f *FirmwareBlob
+		f, err = parseFirmwareBlob2(d)
+		if err == nil {
+			out.Data = f
+		}
+	case EV_EFI_HANDOFF_TABLES, EV_EFI_HANDOFF_TABLES2:
+		var h *HandoffTables
+		h, err = parseHandoffTables(d, ev.Type == EV_EFI_HANDOFF_TABLES2)
+		if err == nil {
+			out.Data = h
+		}
+	case EV_S_CRTM_VERSION:
+		out.Data = parseCRTMVersion(d)
+		rule = ruleOptional
+	case EV_SEPARATOR:
+		var s *Separator
+		s, err = parseSeparator(d)
+		if err == nil {
+			out.Data = s
+		}
+		rule = ruleData
+	case EV_EFI_ACTION, EV_ACTION, EV_OMIT_BOOT_DEVICE_EVENTS:
+		if s, ok := printableASCII(d); ok {
+			out.Data = &Text{Value: s}
+		} else {
+			err = fmt.Errorf("measure: %v: data is not ASCII text", ev.Type)
+		}
+		rule = ruleData
+	case EV_COMPACT_HASH:
+		out.Data = &Raw{Data: d}
+		rule = ruleData
+	case EV_POST_CODE, EV_POST_CODE2:
+		// A string ("ACPI DATA", "Embedded UEFI Driver", ...), a firmware
+		// blob or a firmware blob2, of any length.
+		if s, ok := printableASCII(d); ok {
+			out.Data = &Text{Value: s}
+		} else if f, ferr := parseFirmwareBlob(d); ferr == nil {
+			out.Data = f
+		} else if f, ferr := parseFirmwareBlob2(d); ferr == nil {
+			out.Data = f
+		}
+	case EV_EVENT_TAG:
+		if kind == PCR && ev.Register >= 12 && ev.Register <= 14 {
+			var evs []SIPAEvent
+			evs, err = ParseSIPA(d)
+			if err == nil {
+				out.Data = &SIPAEvents{Events: evs}
+			}
+			rule = ruleData
+		} else {
+			var t *TaggedEvent
+			t, err = parseTaggedEvent(d)
+			if err == nil {
+				out.Data = t
+			} else if s, ok := printableASCII(d); ok {
+				// Some CC firmware logs the Linux stub's tag without its
+				// header: only the description.
+				out.Data, err = &Text{Value: s}, nil
+			}
+		}
+	case EV_NO_ACTION:
+		out.Data = parseNoAction(d)
+	case EV_NONHOST_INFO:
+		if bytes.HasPrefix(d, []byte("GCE NonHostInfo\x00")) && len(d) >= 17 {
+			out.Data = &NonHostInfo{Signature: "GCE NonHostInfo", Technology: d[16]}
+		}
+		rule = ruleOptional
+	case EV_IPL:
+		t, content := decodeIPL(d)
+		if t != nil {
+			out.Data = t
+		}
+		if content != nil {
+			rule, alt = ruleData, content[1]
+			d = content[0]
+		} else if t != nil && t.UTF16 {
+			rule = ruleOptional
+		}
+	default:
+		if s, ok := printableASCII(d); ok {
+			out.Data = &Text{Value: s}
+		}
+	}
+	if out.Data == nil {
+		out.Data = &Raw{Data: ev.Data}
+	}
+	out.Err = err
+	if alg == 0 || rule == ruleNone || ev.Type == EV_NO_ACTION {
+		return out
+	}
+	switch {
+	case matches(ev, alg, d) || (alt != nil && matches(ev, alg, alt)):
+		out.Binding = BindingMatched
+	case varData != nil && matches(ev, alg, varData):
+		out.Binding = BindingVariableData
+	case rule == ruleData:
+		out.Binding = BindingMismatched
+	}
+	return out
+}
+
+// grubPrefixes are the descriptions GRUB prepends to the strings it
+// measures into PCR 8: upstream GRUB hashes the text after "grub_cmd: "
+// or "kernel_cmdline: " without its NUL; Red Hat's GRUB hashes the text
+// after "grub_cmd " or "grub_kernel_cmdline " with its NUL.
+var grubPrefixes = []struct {
+	prefix  string
+	withNUL bool
+}{
+	{"grub_cmd: ", false},
+	{"kernel_cmdline: ", false},
+	{"grub_cmd ", true},
+	{"grub_kernel_cmdline ", true},
+}
+
+// decodeIPL decodes EV_IPL data as a string (ASCII or UTF-16). For GRUB's
+// strings it also returns the bytes GRUB hashed, in both forms GRUB uses.
+func decodeIPL(d []byte) (*Text, *[2][]byte) {
+	if s, ok := printableASCII(d); ok {
+		t := &Text{Value: s}
+		for _, p := range grubPrefixes {
+			if strings.HasPrefix(s, p.prefix) {
+				body := []byte(s[len(p.prefix):])
+				withNUL := append(body[:len(body):len(body)], 0)
+				if p.withNUL {
+					return t, &[2][]byte{withNUL, body}
+				}
+				return t, &[2][]byte{body, withNUL}
+			}
+		}
+		return t, nil
+	}
+	// systemd-stub and systemd-boot log UTF-16 strings; some add a
+	// stray NUL byte.
+	u := d
+	if len(u)%2 == 1 && u[len(u)-1] == 0 {
+		u = u[:len(u)-1]
+	}
+	if len(u) >= 2 && u[1] == 0 {
+		if s, ok := decodeUCS2(u); ok && isPrintable(s) && s != "" {
+			return &Text{Value: s, UTF16: true}, nil
+		}
+	}
+	return nil, nil
+}

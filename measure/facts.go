@@ -1,0 +1,622 @@
+package measure
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"strings"
+)
+
+// Fact is one value a verified log shows, with the events it came from, so
+// that a verdict built on it can explain itself.
+type Fact[T any] struct {
+	Value T `json:"value"`
+	// Events are the indices of the events the value came from.
+	Events []int `json:"events"`
+	// Bound reports that the value is vouched for by the quoted registers:
+	// it is an event digest, or it was read from event data that hashes
+	// to the event's digest in a verified bank. A value that is not bound
+	// (a device path, a file name GRUB logged beside a file's digest) is
+	// what the host wrote next to a measurement: a hint, never evidence.
+	Bound bool `json:"bound"`
+}
+
+func newFact[T any](v T, ev int, bound bool) *Fact[T] {
+	return &Fact[T]{Value: v, Events: []int{ev}, Bound: bound}
+}
+
+// Facts summarizes what a verified boot log shows: firmware, Secure Boot,
+// the boot chain, Linux and Windows boot configuration, and the log's
+// structural findings. Facts come only from a [VerifiedLog]: from events
+// of registers that matched quoted values. A nil pointer or empty list
+// means the log does not show the fact (it was not measured, not verified,
+// or its data did not match its digest).
+//
+// Facts are immutable once returned and safe for concurrent use.
+type Facts struct {
+	// Kind is "pcr" for a TPM log and "ccmr" for a TDX CCEL log.
+	Kind string `json:"register_kind"`
+	// Registers are the verified registers the facts come from.
+	Registers []uint32 `json:"registers"`
+	// Alg is the bank whose digests the event data was checked against.
+	Alg string `json:"alg"`
+
+	Firmware     FirmwareFacts      `json:"firmware"`
+	SecureBoot   SecureBootFacts    `json:"secure_boot"`
+	Boot         BootFacts          `json:"boot"`
+	Linux        *LinuxFacts        `json:"linux,omitempty"`
+	Windows      *WindowsFacts      `json:"windows,omitempty"`
+	Confidential *ConfidentialFacts `json:"confidential,omitempty"`
+	Findings     []Finding          `json:"findings"`
+}
+
+// FirmwareFacts are what the platform firmware measured about itself.
+type FirmwareFacts struct {
+	// CRTMVersion is the S-CRTM version string, GUID (in text form) or,
+	// when the firmware logs neither, "raw:" and the data in hex.
+	CRTMVersion *Fact[string] `json:"crtm_version,omitempty"`
+	// StartupLocality is the locality of TPM2_Startup (PCR 0's initial
+	// value), from a StartupLocality event.
+	StartupLocality *Fact[int] `json:"startup_locality,omitempty"`
+	// Blobs are the firmware volumes measured (EV_EFI_PLATFORM_FIRMWARE_BLOB(2)).
+	Blobs []Fact[FirmwareBlob] `json:"blobs,omitempty"`
+	// Actions are the EFI action strings, in log order ("Calling EFI
+	// Application from Boot Option", "Exit Boot Services Invocation", ...).
+	Actions []Fact[string] `json:"actions,omitempty"`
+	// DMAProtectionDisabled: the firmware measured "DMA Protection
+	// Disabled" into PCR 7 (the kernel DMA protection, IOMMU, is off).
+	DMAProtectionDisabled *Fact[bool] `json:"dma_protection_disabled,omitempty"`
+	// BootAttemptsOmitted: the firmware did not measure boot attempts
+	// (EV_OMIT_BOOT_DEVICE_EVENTS).
+	BootAttemptsOmitted *Fact[bool] `json:"boot_attempts_omitted,omitempty"`
+	// ExitBootServices: the firmware measured a successful ExitBootServices.
+	ExitBootServices *Fact[bool] `json:"exit_boot_services,omitempty"`
+}
+
+// SecureBootFacts are the Secure Boot state and databases (PCR 7).
+type SecureBootFacts struct {
+	Enabled      *Fact[bool]  `json:"enabled,omitempty"`
+	SetupMode    *Fact[bool]  `json:"setup_mode,omitempty"`
+	AuditMode    *Fact[bool]  `json:"audit_mode,omitempty"`
+	DeployedMode *Fact[bool]  `json:"deployed_mode,omitempty"`
+	PK           *SignatureDB `json:"pk,omitempty"`
+	KEK          *SignatureDB `json:"kek,omitempty"`
+	DB           *SignatureDB `json:"db,omitempty"`
+	DBX          *SignatureDB `json:"dbx,omitempty"`
+	DBT          *SignatureDB `json:"dbt,omitempty"`
+	DBR          *SignatureDB `json:"dbr,omitempty"`
+	// Authorities are the EV_EFI_VARIABLE_AUTHORITY events: the database
+	// entry that authorized each image, in log order.
+	Authorities []Authority `json:"authorities,omitempty"`
+	// SbatLevel is shim's SBAT revocation level (PCR 7).
+	SbatLevel *Fact[string] `json:"sbat_level,omitempty"`
+	// MokList, MokListX and MokListTrusted are the digests of shim's
+	// machine-owner key lists as shim measured them into PCR 14.
+	MokList        *Fact[Hex] `json:"mok_list,omitempty"`
+	MokListX       *Fact[Hex] `json:"mok_list_x,omitempty"`
+	MokListTrusted *Fact[Hex] `json:"mok_list_trusted,omitempty"`
+}
+
+// SignatureDB is a Secure Boot signature database (PK, KEK, db, dbx, ...)
+// as measured. Certificates are kept as DER and parsed only on demand.
+type SignatureDB struct {
+	Events []int `json:"events"`
+	// Digest is the event's digest in the checked bank.
+	Digest Hex `json:"digest"`
+	// Bound is always true: a database whose data does not match its
+	// digest yields no SignatureDB.
+	Bound        bool            `json:"bound"`
+	Size         int             `json:"size"`
+	Certificates []*Certificate  `json:"certificates,omitempty"`
+	Hashes       []SignatureHash `json:"hashes,omitempty"`
+}
+
+// Contains reports whether the database holds the hash (of any hash type).
+func (db *SignatureDB) Contains(hash []byte) bool {
+	if db == nil {
+		return false
+	}
+	for _, h := range db.Hashes {
+		if bytes.Equal(h.Hash, hash) {
+			return true
+		}
+	}
+	return false
+}
+
+// Missing returns the hashes the database does not hold: for dbx, the
+// revocations a policy requires that the host has not applied. A nil
+// database holds nothing.
+func (db *SignatureDB) Missing(hashes [][]byte) [][]byte {
+	var out [][]byte
+	for _, h := range hashes {
+		if !db.Contains(h) {
+			out = append(out, h)
+		}
+	}
+	return out
+}
+
+// ContainsCertificate reports whether the database holds a certificate
+// with this DER.
+func (db *SignatureDB) ContainsCertificate(der []byte) bool {
+	return db != nil && db.certificateIndex(der) >= 0
+}
+
+func (db *SignatureDB) certificateIndex(der []byte) int {
+	for i, c := range db.Certificates {
+		if bytes.Equal(c.DER, der) {
+			return i
+		}
+	}
+	return -1
+}
+
+// Authority is an EV_EFI_VARIABLE_AUTHORITY event: the signature database
+// entry (an EFI_SIGNATURE_DATA) that authorized an image.
+type Authority struct {
+	Events []int `json:"events"`
+	Bound  bool  `json:"bound"`
+	// Variable names the database: "db", shim's "Shim" (its built-in
+	// vendor certificate), "MokList", ...
+	Variable     string `json:"variable"`
+	VariableGUID GUID   `json:"variable_guid"`
+	Owner        GUID   `json:"owner"`
+	// Certificate is the authorizing certificate, or nil for a hash entry.
+	Certificate *Certificate `json:"certificate,omitempty"`
+	// Hash is the authorizing hash for a hash entry.
+	Hash Hex `json:"hash,omitempty"`
+	// DBIndex is the index of the certificate in SecureBootFacts.DB's
+	// certificates, or -1 when it is not in db.
+	DBIndex int `json:"db_index"`
+	// Image is the index of the first image load event after the
+	// authority, the image it authorized, or -1.
+	Image int `json:"image"`
+}
+
+// BootFacts describe the boot chain.
+type BootFacts struct {
+	BootOrder *Fact[[]uint16] `json:"boot_order,omitempty"`
+	Entries   []BootEntry     `json:"entries,omitempty"`
+	// Applications are the boot applications (EV_EFI_BOOT_SERVICES_APPLICATION),
+	// in the order they were loaded.
+	Applications []BootImage `json:"applications,omitempty"`
+	// Drivers are the UEFI drivers measured (option ROMs and the like).
+	Drivers []BootImage `json:"drivers,omitempty"`
+	GPT     *Fact[GPT]  `json:"gpt,omitempty"`
+}
+
+// BootEntry is a measured Boot#### variable.
+type BootEntry struct {
+	Number      uint16     `json:"number"`
+	Description string     `json:"description"`
+	Path        DevicePath `json:"path"`
+	Attributes  uint32     `json:"attributes"`
+	Events      []int      `json:"events"`
+	// Bound: the load option (description, path, attributes) hashes to
+	// the digest. NumberBound: the variable's name (Boot####) does too;
+	// EDK2 measures only the load option.
+	Bound       bool `json:"bound"`
+	NumberBound bool `json:"number_bound"`
+}
+
+// BootImage is an image the firmware loaded. Its digest is the PE
+// Authenticode digest and is bound; its path is a hint.
+type BootImage struct {
+	Event    int            `json:"event"`
+	Register uint32         `json:"register"`
+	Type     string         `json:"type"`
+	Digests  map[string]Hex `json:"digests"`
+	Path     DevicePath     `json:"path"`
+	// Authority is the index in SecureBootFacts.Authorities of the
+	// authority logged for it, or -1.
+	Authority int `json:"authority"`
+}
+
+// ConfidentialFacts are the confidential-computing hints a log carries.
+type ConfidentialFacts struct {
+	// Technology is what Google Compute Engine's firmware says the VM
+	// runs on: "none", "amd-sev", "amd-sev-es", "intel-tdx", "amd-sev-snp".
+	Technology *Fact[string] `json:"technology,omitempty"`
+	// TDX reports that the log itself is an Intel TDX CCEL log, whose
+	// registers are RTMRs.
+	TDX bool `json:"tdx_ccel,omitempty"`
+}
+
+// ErrNotVerified is returned by [VerifiedLog.Facts] on a nil log.
+var ErrNotVerified = errors.New("measure: facts need a verified log")
+
+// Facts decodes the verified events and summarizes them. It decodes
+// lazily what it needs, checks event data against the digest of the
+// strongest verified bank wherever the specification makes the data the
+// thing hashed, and records a [Finding] (and takes no fact) when it does
+// not match. Certificates are not parsed.
+func (v *VerifiedLog) Facts() (*Facts, error) {
+	if v == nil || v.log == nil || v.report == nil {
+		return nil, ErrNotVerified
+	}
+	allowed := map[HashAlg]bool{}
+	for _, r := range v.report.Results {
+		if r.Status == Matched {
+			allowed[r.Alg] = true
+		}
+	}
+	x := extractor{kind: v.log.Kind, f: &Facts{Kind: v.log.Kind.String()}}
+	events := v.Events()
+	if len(events) > 0 {
+		x.alg = strongestAlg(events[len(events)-1].digests, allowed)
+		if x.alg == 0 {
+			x.alg = strongestAlg(events[0].digests, allowed)
+		}
+	}
+	x.f.Alg = x.alg.String()
+	if x.alg == 0 {
+		x.f.Alg = ""
+	}
+	for r := range uint32(32) {
+		if v.Verified(r) {
+			x.f.Registers = append(x.f.Registers, r)
+		}
+	}
+	if v.log.Kind == CCMR {
+		x.f.Confidential = &ConfidentialFacts{TDX: true}
+	}
+	for i := range x.sep {
+		x.sep[i] = -1
+	}
+	for i := range events {
+		x.event(&events[i])
+	}
+	x.finish()
+	return x.f, nil
+}
+
+type extractor struct {
+	kind RegisterKind
+	alg  HashAlg
+	f    *Facts
+	sep  [24]int // event index of each register's separator, or -1
+	// reachedLoader: the log shows the boot reached the OS loader.
+	reachedLoader bool
+	extended      [24]bool
+	pendingAuth   []int // authorities waiting for their image
+	sbVars        int   // Secure Boot configuration variables seen
+	win           *windowsExtractor
+}
+
+func (x *extractor) finding(k FindingKind, ev *Event, format string, a ...any) {
+	x.f.Findings = append(x.f.Findings, Finding{Kind: k, Register: ev.Register, Events: []int{ev.Index}, Message: fmt.Sprintf(format, a...)})
+}
+
+func (x *extractor) linux() *LinuxFacts {
+	if x.f.Linux == nil {
+		x.f.Linux = &LinuxFacts{}
+	}
+	return x.f.Linux
+}
+
+func (x *extractor) event(ev *Event) {
+	r := ev.Register
+	if r < 24 && ev.Type != EV_NO_ACTION {
+		x.extended[r] = true
+	}
+	// Structure: separators and what may follow them.
+	if ev.Type == EV_SEPARATOR && r < 24 {
+		if x.sep[r] >= 0 {
+			x.f.Findings = append(x.f.Findings, Finding{Kind: FindingDuplicateSeparator, Register: r,
+				Events: []int{x.sep[r], ev.Index}, Message: "a second separator in the same register"})
+		} else {
+			x.sep[r] = ev.Index
+		}
+		if firmwareRegister(x.kind, r) {
+			x.reachedLoader = true
+		}
+	} else if r < 24 && x.sep[r] >= 0 && firmwareRegister(x.kind, r) && ev.Type != EV_NO_ACTION &&
+		!allowedAfterSeparator(x.kind, r, ev.Type) {
+		x.finding(FindingEventAfterSeparator, ev, "%v after the separator (event %d)", ev.Type, x.sep[r])
+	}
+	if ev.Type == EV_EFI_BOOT_SERVICES_APPLICATION {
+		x.reachedLoader = true
+	}
+	// Windows keeps measuring into PCRs 12-14 after boot (resume,
+	// BitLocker); the boot configuration is what precedes the separator.
+	if x.kind == PCR && r >= 12 && r <= 14 && x.sep[r] >= 0 && ev.Type != EV_SEPARATOR {
+		return
+	}
+	switch ev.Type {
+	case EV_NO_ACTION:
+		if x.kind == PCR && r == 0 && bytes.HasPrefix(ev.Data, startupLoc) && len(ev.Data) == len(startupLoc)+1 {
+			// Verified: it set PCR 0's initial value, which matched.
+			x.f.Firmware.StartupLocality = newFact(int(ev.Data[len(startupLoc)]), ev.Index, true)
+		}
+		return
+	}
+	d := decodeEvent(ev, x.kind, x.alg)
+	if d.Binding == BindingMismatched {
+		msg := ""
+		if d.Err != nil {
+			msg = fmt.Sprintf(" (and it does not decode: %v)", d.Err)
+		}
+		x.finding(FindingDataMismatch, ev, "%v data does not hash to its %v digest%s; nothing is taken from it", ev.Type, x.alg, msg)
+		return
+	}
+	if d.Err != nil {
+		x.finding(FindingDecodeError, ev, "%v", d.Err)
+	}
+	bound := d.Binding == BindingMatched || d.Binding == BindingVariableData
+	switch data := d.Data.(type) {
+	case *Separator:
+		if data.Error {
+			x.finding(FindingErrorSeparator, ev, "the firmware signalled an error")
+		}
+	case *UEFIVariable:
+		x.variable(ev, data, d.Binding)
+	case *ImageLoad:
+		x.image(ev, data)
+	case *GPT:
+		if x.f.Boot.GPT == nil {
+			x.f.Boot.GPT = newFact(*data, ev.Index, bound)
+		} else {
+			x.f.Boot.GPT.Events = append(x.f.Boot.GPT.Events, ev.Index)
+		}
+	case *FirmwareBlob:
+		if ev.Type != EV_POST_CODE {
+			x.f.Firmware.Blobs = append(x.f.Firmware.Blobs, Fact[FirmwareBlob]{Value: *data, Events: []int{ev.Index}})
+		}
+	case *CRTMVersion:
+		v := data.Version
+		switch {
+		case data.GUID != nil:
+			v = data.GUID.String()
+		case data.Raw != nil:
+			v = "raw:" + Hex(data.Raw).String()
+		}
+		x.f.Firmware.CRTMVersion = newFact(v, ev.Index, bound)
+	case *NonHostInfo:
+		if x.f.Confidential == nil {
+			x.f.Confidential = &ConfidentialFacts{}
+		}
+		x.f.Confidential.Technology = newFact(gceTechnology(data.Technology), ev.Index, bound)
+	case *Text:
+		x.text(ev, data, bound)
+	case *TaggedEvent:
+		x.tag(ev, data)
+	case *SIPAEvents:
+		if x.win == nil {
+			x.win = &windowsExtractor{x: x, w: &WindowsFacts{}}
+			x.f.Windows = x.win.w
+		}
+		x.win.events(ev, data.Events)
+	}
+}
+
+func (x *extractor) text(ev *Event, t *Text, bound bool) {
+	switch ev.Type {
+	case EV_EFI_ACTION, EV_ACTION:
+		x.f.Firmware.Actions = append(x.f.Firmware.Actions, Fact[string]{Value: t.Value, Events: []int{ev.Index}, Bound: bound})
+		switch t.Value {
+		case "DMA Protection Disabled":
+			x.f.Firmware.DMAProtectionDisabled = newFact(true, ev.Index, bound)
+		case "Exit Boot Services Returned with Success":
+			x.f.Firmware.ExitBootServices = newFact(true, ev.Index, bound)
+		}
+	case EV_OMIT_BOOT_DEVICE_EVENTS:
+		x.f.Firmware.BootAttemptsOmitted = newFact(true, ev.Index, bound)
+	case EV_IPL:
+		x.ipl(ev, t, bound)
+	case EV_EVENT_TAG:
+		// A Linux stub tag logged without its header.
+		switch t.Value {
+		case "LOADED_IMAGE::LoadOptions":
+			x.tag(ev, &TaggedEvent{ID: TagLinuxLoadOptions})
+		case "Linux initrd":
+			x.tag(ev, &TaggedEvent{ID: TagLinuxInitrd})
+		}
+	}
+}
+
+func (x *extractor) variable(ev *Event, v *UEFIVariable, binding Binding) {
+	bound := binding == BindingMatched || binding == BindingVariableData
+	switch ev.Type {
+	case EV_EFI_VARIABLE_AUTHORITY:
+		if v.GUID == ShimLockGUID && v.Name == "SbatLevel" {
+			x.f.SecureBoot.SbatLevel = newFact(strings.TrimRight(string(v.Data), "\x00"), ev.Index, bound)
+			return
+		}
+		x.authority(ev, v, bound)
+		return
+	case EV_EFI_VARIABLE_BOOT, EV_EFI_VARIABLE_BOOT2:
+		if v.GUID == GlobalVariableGUID && v.Name == "BootOrder" {
+			if o, err := v.BootOrder(); err == nil {
+				x.f.Boot.BootOrder = newFact(o, ev.Index, bound)
+			} else {
+				x.finding(FindingDecodeError, ev, "%v", err)
+			}
+			return
+		}
+		if v.GUID == GlobalVariableGUID && isBootNumber(v.Name) {
+			var n uint16
+			fmt.Sscanf(v.Name[4:], "%04X", &n)
+			lo, err := v.LoadOption()
+			if err != nil {
+				x.finding(FindingDecodeError, ev, "%v", err)
+				return
+			}
+			x.f.Boot.Entries = append(x.f.Boot.Entries, BootEntry{Number: n, Description: lo.Description, Path: lo.FilePath,
+				Attributes: lo.Attributes, Events: []int{ev.Index}, Bound: bound, NumberBound: binding == BindingMatched})
+		}
+		return
+	}
+	sb := &x.f.SecureBoot
+	var bp **Fact[bool]
+	var dbp **SignatureDB
+	switch {
+	case v.is(GlobalVariableGUID, "SecureBoot"):
+		bp = &sb.Enabled
+	case v.is(GlobalVariableGUID, "SetupMode"):
+		bp = &sb.SetupMode
+	case v.is(GlobalVariableGUID, "AuditMode"):
+		bp = &sb.AuditMode
+	case v.is(GlobalVariableGUID, "DeployedMode"):
+		bp = &sb.DeployedMode
+	case v.is(GlobalVariableGUID, "PK"):
+		dbp = &sb.PK
+	case v.is(GlobalVariableGUID, "KEK"):
+		dbp = &sb.KEK
+	case v.is(ImageSecurityDatabaseGUID, "db"):
+		dbp = &sb.DB
+	case v.is(ImageSecurityDatabaseGUID, "dbx"):
+		dbp = &sb.DBX
+	case v.is(ImageSecurityDatabaseGUID, "dbt"):
+		dbp = &sb.DBT
+	case v.is(ImageSecurityDatabaseGUID, "dbr"):
+		dbp = &sb.DBR
+	default:
+		return
+	}
+	if !bound {
+		// Only reached when there is no verified bank to check against.
+		return
+	}
+	if binding == BindingVariableData {
+		// Only the value is bound: the name is vouched for only by the
+		// event's position, in the order the profile prescribes.
+		k := x.sbVars
+		x.sbVars++
+		if k >= len(secureBootOrder) || secureBootOrder[k] != v.Name {
+			x.finding(FindingDataMismatch, ev, "%s: only its value hashes to the digest, and its position does not vouch for its name; nothing is taken from it", v.Name)
+			return
+		}
+	} else {
+		x.sbVars++
+	}
+	if bp != nil {
+		b, err := v.Bool()
+		if err != nil {
+			x.finding(FindingDecodeError, ev, "%v", err)
+			return
+		}
+		if *bp == nil {
+			*bp = newFact(b, ev.Index, true)
+			return
+		}
+		(*bp).Events = append((*bp).Events, ev.Index)
+		if (*bp).Value != b {
+			x.f.Findings = append(x.f.Findings, Finding{Kind: FindingConflictingValues, Register: ev.Register,
+				Events: (*bp).Events, Message: fmt.Sprintf("%s measured as both %v and %v; the first is kept", v.Name, (*bp).Value, b)})
+		}
+		return
+	}
+	lists, err := ParseSignatureLists(v.Data)
+	if err != nil {
+		x.finding(FindingDecodeError, ev, "%s: %v", v.Name, err)
+		return
+	}
+	dig, _ := ev.Digest(x.alg)
+	db := &SignatureDB{Events: []int{ev.Index}, Digest: dig, Bound: true, Size: len(v.Data)}
+	for _, l := range lists {
+		for _, s := range l.Signatures {
+			if l.Type == CertX509GUID {
+				db.Certificates = append(db.Certificates, &Certificate{Owner: s.Owner, DER: s.Data})
+				continue
+			}
+			name := certTypeNames[l.Type]
+			if name == "" {
+				name = l.Type.String()
+			}
+			db.Hashes = append(db.Hashes, SignatureHash{Type: name, Owner: s.Owner, Hash: s.Data})
+		}
+	}
+	if *dbp != nil {
+		x.f.Findings = append(x.f.Findings, Finding{Kind: FindingConflictingValues, Register: ev.Register,
+			Events: append((*dbp).Events, ev.Index), Message: fmt.Sprintf("%s measured twice; the first is kept", v.Name)})
+		return
+	}
+	*dbp = db
+}
+
+func (x *extractor) authority(ev *Event, v *UEFIVariable, bound bool) {
+	a := Authority{Events: []int{ev.Index}, Bound: bound, Variable: v.Name, VariableGUID: v.GUID, DBIndex: -1, Image: -1}
+	// The data is one EFI_SIGNATURE_DATA: an owner GUID and a certificate
+	// or hash. Shim's "Shim" and "SbatLevel" authorities carry the raw
+	// certificate or text without an owner.
+	data := v.Data
+	if !isDER(data) && len(data) >= 16 {
+		copy(a.Owner[:], data)
+		data = data[16:]
+	}
+	if isDER(data) {
+		a.Certificate = &Certificate{Owner: a.Owner, DER: data}
+		if x.f.SecureBoot.DB != nil && v.GUID == ImageSecurityDatabaseGUID && v.Name == "db" {
+			a.DBIndex = x.f.SecureBoot.DB.certificateIndex(data)
+		}
+	} else {
+		a.Hash = data
+	}
+	x.f.SecureBoot.Authorities = append(x.f.SecureBoot.Authorities, a)
+	x.pendingAuth = append(x.pendingAuth, len(x.f.SecureBoot.Authorities)-1)
+}
+
+func (x *extractor) image(ev *Event, im *ImageLoad) {
+	bi := BootImage{Event: ev.Index, Register: ev.Register, Type: ev.Type.String(), Path: im.DevicePath, Authority: -1,
+		Digests: make(map[string]Hex, len(ev.digests))}
+	for _, d := range ev.digests {
+		if d.Alg.Known() {
+			bi.Digests[d.Alg.String()] = d.Value
+		}
+	}
+	if len(x.pendingAuth) > 0 {
+		ai := x.pendingAuth[len(x.pendingAuth)-1]
+		bi.Authority = ai
+		for _, p := range x.pendingAuth {
+			x.f.SecureBoot.Authorities[p].Image = ev.Index
+		}
+		x.pendingAuth = x.pendingAuth[:0]
+	}
+	if ev.Type == EV_EFI_BOOT_SERVICES_APPLICATION {
+		x.f.Boot.Applications = append(x.f.Boot.Applications, bi)
+	} else {
+		x.f.Boot.Drivers = append(x.f.Boot.Drivers, bi)
+	}
+}
+
+func (x *extractor) finish() {
+	if !x.reachedLoader {
+		return
+	}
+	for r := range uint32(24) {
+		if !firmwareRegister(x.kind, r) || !x.extended[r] || x.sep[r] >= 0 {
+			continue
+		}
+		x.f.Findings = append(x.f.Findings, Finding{Kind: FindingMissingSeparator, Register: r, Events: []int{},
+			Message: "the register has events but no separator"})
+	}
+	if x.f.Linux != nil {
+		x.f.Linux.finish()
+	}
+}
+
+// secureBootOrder is the order in which firmware measures the Secure Boot
+// configuration (PC Client Platform Firmware Profile, section 3.3.4.8).
+var secureBootOrder = []string{"SecureBoot", "PK", "KEK", "db", "dbx", "dbt", "dbr"}
+
+// isDER reports whether b is exactly one DER SEQUENCE.
+func isDER(b []byte) bool {
+	if len(b) < 2 || b[0] != 0x30 {
+		return false
+	}
+	n := int(b[1])
+	hdr := 2
+	if n&0x80 != 0 {
+		k := n & 0x7F
+		if k == 0 || k > 3 || len(b) < 2+k {
+			return false
+		}
+		n = 0
+		for _, c := range b[2 : 2+k] {
+			n = n<<8 | int(c)
+		}
+		hdr += k
+	}
+	return hdr+n == len(b)
+}

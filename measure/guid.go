@@ -1,0 +1,181 @@
+package measure
+
+import (
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"unicode/utf16"
+)
+
+// GUID is an EFI_GUID in its wire encoding: the first three fields are
+// little-endian (UEFI 2.10, Appendix A).
+type GUID [16]byte
+
+// ParseGUID parses the canonical text form "8be4df61-93ca-11d2-aa0d-00e098032b8c".
+func ParseGUID(s string) (GUID, error) {
+	var g GUID
+	if len(s) != 36 || s[8] != '-' || s[13] != '-' || s[18] != '-' || s[23] != '-' {
+		return g, fmt.Errorf("measure: malformed GUID %q", s)
+	}
+	var b [16]byte
+	if _, err := hex.Decode(b[:], []byte(s[0:8]+s[9:13]+s[14:18]+s[19:23]+s[24:36])); err != nil {
+		return g, fmt.Errorf("measure: malformed GUID %q", s)
+	}
+	binary.LittleEndian.PutUint32(g[0:], binary.BigEndian.Uint32(b[0:]))
+	binary.LittleEndian.PutUint16(g[4:], binary.BigEndian.Uint16(b[4:]))
+	binary.LittleEndian.PutUint16(g[6:], binary.BigEndian.Uint16(b[6:]))
+	copy(g[8:], b[8:])
+	return g, nil
+}
+
+func mustGUID(s string) GUID {
+	g, err := ParseGUID(s)
+	if err != nil {
+		panic(err)
+	}
+	return g
+}
+
+// String returns the canonical lower-case text form.
+func (g GUID) String() string {
+	return fmt.Sprintf("%08x-%04x-%04x-%x-%x",
+		binary.LittleEndian.Uint32(g[0:]), binary.LittleEndian.Uint16(g[4:]),
+		binary.LittleEndian.Uint16(g[6:]), g[8:10], g[10:])
+}
+
+// MarshalText encodes the GUID in its canonical text form.
+func (g GUID) MarshalText() ([]byte, error) { return []byte(g.String()), nil }
+
+// UnmarshalText parses the canonical text form.
+func (g *GUID) UnmarshalText(b []byte) error {
+	v, err := ParseGUID(string(b))
+	*g = v
+	return err
+}
+
+// Well-known GUIDs of the UEFI specification, shim and Linux.
+var (
+	// GlobalVariableGUID (EFI_GLOBAL_VARIABLE) owns SecureBoot, PK, KEK,
+	// SetupMode, AuditMode, DeployedMode, Boot#### and BootOrder.
+	GlobalVariableGUID = mustGUID("8be4df61-93ca-11d2-aa0d-00e098032b8c")
+	// ImageSecurityDatabaseGUID (EFI_IMAGE_SECURITY_DATABASE_GUID) owns db,
+	// dbx, dbt and dbr.
+	ImageSecurityDatabaseGUID = mustGUID("d719b2cb-3d3a-4596-a3bc-dad00e67656f")
+	// ShimLockGUID owns shim's MokList, MokListX, MokListTrusted, SbatLevel
+	// and its "Shim" authority.
+	ShimLockGUID = mustGUID("605dab50-e046-4300-abb6-3dd810dd8b23")
+
+	// CertX509GUID (EFI_CERT_X509_GUID): a DER X.509 certificate.
+	CertX509GUID = mustGUID("a5c059a1-94e4-4aa7-87b5-ab155c2bf072")
+	// CertSHA256GUID (EFI_CERT_SHA256_GUID): a SHA-256 image hash.
+	CertSHA256GUID = mustGUID("c1c41626-504c-4092-aca9-41f936934328")
+	// CertSHA1GUID (EFI_CERT_SHA1_GUID).
+	CertSHA1GUID = mustGUID("826ca512-cf10-4ac9-b187-be01496631bd")
+	// CertSHA224GUID, CertSHA384GUID, CertSHA512GUID: image hashes.
+	CertSHA224GUID = mustGUID("0b6e5233-a65c-44c9-9407-d9ab83bfc8bd")
+	CertSHA384GUID = mustGUID("ff3e5307-9fd0-48c9-85f1-8ad56c701e01")
+	CertSHA512GUID = mustGUID("093e0fae-a6c4-4f50-9f1b-d41e2b89c19a")
+	// CertRSA2048GUID (EFI_CERT_RSA2048_GUID): an RSA-2048 modulus.
+	CertRSA2048GUID = mustGUID("3c5766e8-269c-4e34-aa14-ed776e85b3b6")
+	// CertX509SHA256GUID, CertX509SHA384GUID, CertX509SHA512GUID: the hash
+	// of a certificate's TBS, with a revocation time (dbx).
+	CertX509SHA256GUID = mustGUID("3bd2a492-96c0-4079-b420-fcf98ef103ed")
+	CertX509SHA384GUID = mustGUID("7076876e-80c2-4ee6-aad2-28b349a6865b")
+	CertX509SHA512GUID = mustGUID("446dbf63-2502-4cda-bcfa-2465d2b0fe9d")
+)
+
+var certTypeNames = map[GUID]string{
+	CertX509GUID:       "x509",
+	CertSHA256GUID:     "sha256",
+	CertSHA1GUID:       "sha1",
+	CertSHA224GUID:     "sha224",
+	CertSHA384GUID:     "sha384",
+	CertSHA512GUID:     "sha512",
+	CertRSA2048GUID:    "rsa2048",
+	CertX509SHA256GUID: "x509-sha256",
+	CertX509SHA384GUID: "x509-sha384",
+	CertX509SHA512GUID: "x509-sha512",
+}
+
+var errShort = errors.New("measure: data too short")
+
+// decodeUCS2 decodes little-endian UTF-16 up to the first NUL character.
+// It reports false when b has an odd length or holds a lone surrogate.
+func decodeUCS2(b []byte) (string, bool) {
+	if len(b)%2 != 0 {
+		return "", false
+	}
+	n := len(b) / 2
+	// Fast path: ASCII only, no allocation beyond the string.
+	ascii := true
+	end := n
+	for i := range n {
+		c := binary.LittleEndian.Uint16(b[2*i:])
+		if c == 0 {
+			end = i
+			break
+		}
+		if c >= 0x80 {
+			ascii = false
+		}
+	}
+	if ascii {
+		buf := make([]byte, end)
+		for i := range end {
+			buf[i] = b[2*i]
+		}
+		return string(buf), true
+	}
+	u := make([]uint16, end)
+	for i := range end {
+		u[i] = binary.LittleEndian.Uint16(b[2*i:])
+	}
+	for i := 0; i < len(u); i++ {
+		switch {
+		case utf16.IsSurrogate(rune(u[i])):
+			if u[i] >= 0xDC00 || i+1 >= len(u) || u[i+1] < 0xDC00 || u[i+1] > 0xDFFF {
+				return "", false
+			}
+			i++
+		}
+	}
+	return string(utf16.Decode(u)), true
+}
+
+// printableASCII reports whether b (without trailing NULs) is non-empty
+// printable ASCII text.
+func printableASCII(b []byte) (string, bool) {
+	for len(b) > 0 && b[len(b)-1] == 0 {
+		b = b[:len(b)-1]
+	}
+	if len(b) == 0 {
+		return "", false
+	}
+	for _, c := range b {
+		if (c < 0x20 || c > 0x7E) && c != '\t' && c != '\n' && c != '\r' {
+			return "", false
+		}
+	}
+	return string(b), true
+}
+
+// Hex is a byte string that encodes as lower-case hex in JSON and text.
+type Hex []byte
+
+// MarshalText encodes h in lower-case hex.
+func (h Hex) MarshalText() ([]byte, error) {
+	out := make([]byte, hex.EncodedLen(len(h)))
+	hex.Encode(out, h)
+	return out, nil
+}
+
+// UnmarshalText decodes hex.
+func (h *Hex) UnmarshalText(b []byte) error {
+	v, err := hex.DecodeString(string(b))
+	*h = v
+	return err
+}
+
+// String returns the lower-case hex encoding.
+func (h Hex) String() string { return hex.EncodeToString(h) }
