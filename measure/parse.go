@@ -176,8 +176,8 @@ type Log struct {
 	// SpecID is the content of the log's Spec ID event, or nil for a SHA-1
 	// log that has none.
 	SpecID *SpecID
-	// Banks are the digest algorithms every event carries: those the Spec
-	// ID event declares, or SHA-1 alone.
+	// Banks are the digest algorithms of the log: those the Spec ID event
+	// declares, or SHA-1 alone. Firmware logs every bank in every event.
 	Banks []BankSpec
 	// Padded reports that the log ended with filler bytes (0xFF or 0x00),
 	// as logs copied out of a fixed-size ACPI buffer do.
@@ -472,8 +472,11 @@ func (p *parser) agileEvent(idx int) error {
 	}
 	l := p.l
 	banks := l.Banks
+	// Firmware logs one digest per declared bank. An event with fewer is
+	// accepted (the banks it lacks will not match a quote); one with more
+	// necessarily repeats an algorithm.
 	count := binary.LittleEndian.Uint32(rest[8:])
-	if count != uint32(len(banks)) {
+	if count > uint32(len(banks)) {
 		return p.errorf(idx, start+8, ErrMalformed, "event carries %d digests, the Spec ID event declares %d banks", count, len(banks))
 	}
 	pos := 12

@@ -303,3 +303,36 @@ func TestTPM12Log(t *testing.T) {
 	}
 	t.Logf("%d events, PCR 0 %s", l.NumEvents(), hex.EncodeToString(quoted[SHA1][0]))
 }
+
+// TestEventMissingABank: an event that lacks the digest of a declared bank
+// parses (real firmware has been seen to omit inactive banks), and a quote
+// of that bank then does not match: the bank's events are never verified.
+func TestEventMissingABank(t *testing.T) {
+	b := newAgileLog(BankSpec{SHA256, 32}, BankSpec{SHA1, 20}).event(4, EV_EFI_ACTION, []byte("a"))
+	// An event with the SHA-256 digest only.
+	d, _ := SHA256.Sum([]byte("b"))
+	binary.Write(&b.buf, binary.LittleEndian, [3]uint32{4, uint32(EV_EFI_ACTION), 1})
+	binary.Write(&b.buf, binary.LittleEndian, uint16(SHA256))
+	b.buf.Write(d[:32])
+	binary.Write(&b.buf, binary.LittleEndian, uint32(1))
+	b.buf.WriteByte('b')
+	l, err := Parse(b.bytes())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := len(l.UnverifiedEvents()[2].Digests()); got != 1 {
+		t.Fatalf("%d digests", got)
+	}
+	// What a TPM extending both banks would quote.
+	tpm := newAgileLog(BankSpec{SHA256, 32}, BankSpec{SHA1, 20}).event(4, EV_EFI_ACTION, []byte("a")).event(4, EV_EFI_ACTION, []byte("b")).bytes()
+	tl, _ := Parse(tpm)
+	q := quotedFromReplay(t, tl)
+	v, err := l.Verify(q, VerifyOptions{})
+	var me *MismatchError
+	if !errors.As(err, &me) || len(me.Report.Mismatches()) != 1 || me.Report.Mismatches()[0].Alg != SHA1 {
+		t.Fatalf("err = %v, want a SHA-1 mismatch", err)
+	}
+	if v.Verified(4) {
+		t.Fatal("PCR 4 verified although its SHA-1 bank does not match")
+	}
+}
