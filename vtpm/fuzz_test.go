@@ -1,0 +1,165 @@
+package vtpm
+
+import (
+	"encoding/binary"
+	"flag"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+
+	"github.com/google/go-tpm-tools/client"
+	"github.com/google/go-tpm/legacy/tpm2"
+)
+
+var update = flag.Bool("update", false, "rewrite testdata/commands from real client sessions")
+
+// splitCommands splits a stream of TPM commands by their size fields.
+func splitCommands(b []byte) [][]byte {
+	var cmds [][]byte
+	for len(b) >= 10 {
+		n := int(binary.BigEndian.Uint32(b[2:]))
+		if n < 10 || n > len(b) {
+			n = len(b)
+		}
+		cmds = append(cmds, b[:n])
+		b = b[n:]
+	}
+	if len(b) > 0 {
+		cmds = append(cmds, b)
+	}
+	return cmds
+}
+
+// fuzzBase is a sealed TPM whose RSA primary cache already holds the RSA
+// EK and SRK, so that fuzzing does not spend its time deriving RSA primes.
+var fuzzBase = sync.OnceValues(func() ([]byte, error) {
+	v, err := New(Config{VMID: "fuzz"})
+	if err != nil {
+		return nil, err
+	}
+	defer v.Close()
+	rw := &readWriter{tpm: v}
+	for _, f := range []func(io any) error{
+		func(any) error { k, err := client.EndorsementKeyRSA(rw); k.Close(); return err },
+		func(any) error { k, err := client.StorageRootKeyRSA(rw); k.Close(); return err },
+	} {
+		if err := f(nil); err != nil {
+			return nil, err
+		}
+	}
+	return v.Seal(testKey)
+})
+
+// FuzzSend feeds command sequences to Send, the guest's whole attack
+// surface. The seeds are the commands go-tpm-tools and go-tpm clients sent
+// in this package's tests (testdata/commands). Every response must be a
+// well-formed TPM response of at most 4096 bytes, whatever the input.
+func FuzzSend(f *testing.F) {
+	files, _ := filepath.Glob("testdata/commands/*.bin")
+	for _, file := range files {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+	base, err := fuzzBase()
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, stream []byte) {
+		v, err := Open(base, testKey, OpenConfig{VMID: "fuzz"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer v.Close()
+		for _, cmd := range splitCommands(stream) {
+			rsp, err := v.Send(cmd)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(rsp) < 10 || len(rsp) > maxResponseSize {
+				t.Fatalf("response of %d bytes", len(rsp))
+			}
+			if int(binary.BigEndian.Uint32(rsp[2:])) != len(rsp) {
+				t.Fatalf("response size field %d, length %d", binary.BigEndian.Uint32(rsp[2:]), len(rsp))
+			}
+			tag := binary.BigEndian.Uint16(rsp)
+			if tag != stNoSessions && tag != stSessions {
+				t.Fatalf("response tag %#x", tag)
+			}
+			if rcOf(rsp) != rcSuccess && len(rsp) != 10 {
+				t.Fatalf("error response of %d bytes", len(rsp))
+			}
+		}
+	})
+}
+
+// TestRecordCommands records the commands real clients send into
+// testdata/commands when run with -update.
+func TestRecordCommands(t *testing.T) {
+	if !*update {
+		t.Skip("run with -update to rewrite testdata/commands")
+	}
+	write := func(name string, cmds [][]byte) {
+		var all []byte
+		for _, c := range cmds {
+			all = append(all, c...)
+		}
+		os.MkdirAll("testdata/commands", 0o755)
+		if err := os.WriteFile(filepath.Join("testdata/commands", name+".bin"), all, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// go-tpm-tools: EKs, SRK, AK, quote.
+	v := newTestTPM(t)
+	rw := &readWriter{tpm: v}
+	for _, mk := range []func() (*client.Key, error){
+		func() (*client.Key, error) { return client.EndorsementKeyECC(rw) },
+		func() (*client.Key, error) { return client.EndorsementKeyRSA(rw) },
+		func() (*client.Key, error) { return client.StorageRootKeyECC(rw) },
+	} {
+		k, err := mk()
+		if err != nil {
+			t.Fatal(err)
+		}
+		k.Close()
+	}
+	write("gotpmtools-keys", rw.sent)
+	rw.sent = nil
+	ak, err := client.AttestationKeyECC(rw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ak.Quote(tpm2.PCRSelection{Hash: tpm2.AlgSHA256, PCRs: []int{0, 1, 2, 3, 4, 5, 6, 7}}, []byte("nonce")); err != nil {
+		t.Fatal(err)
+	}
+	ak.Close()
+	write("gotpmtools-quote", rw.sent)
+
+	// go-tpm: the key, PCR and NV scenarios of the differential tests.
+	rec := &sendLog{tpm: newTestTPM(t)}
+	keyScenario(t, rec)
+	write("gotpm-keys", rec.cmds)
+	rec = &sendLog{tpm: newTestTPM(t)}
+	provision(t, rec, 2, 600)
+	for _, pcr := range []uint32{0, 7, 16, 23} {
+		rec.Send(rawCommand(ccPCREvent, []uint32{pcr}, 1, nil, b2b([]byte("event"))))
+	}
+	rec.Send(rawCommand(ccPCRRead, nil, 0, nil, u32b(1), u16b(algSHA256), []byte{3, 0xFF, 0xFF, 0xFF}))
+	rec.Send(rawCommand(ccGetCapability, nil, 0, nil, u32b(capTPMProperties), u32b(0x100), u32b(100)))
+	rec.Send(rawCommand(ccNVIncrement, []uint32{rhOwner, 0x01500000}, 1, nil))
+	write("gotpm-pcr-nv", rec.cmds)
+}
+
+// sendLog records the commands sent through it.
+type sendLog struct {
+	tpm  *TPM
+	cmds [][]byte
+}
+
+func (s *sendLog) Send(cmd []byte) ([]byte, error) {
+	s.cmds = append(s.cmds, append([]byte(nil), cmd...))
+	return s.tpm.Send(cmd)
+}
