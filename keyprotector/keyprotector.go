@@ -465,14 +465,17 @@ func New(ctx context.Context, owner Guardian, guardians []*Descriptor, cfg *Conf
 	if err != nil {
 		return nil, err
 	}
-	auth, err := makeAuthorization(ctx, owner, id, 1, guardians, rules, nowFunc(cfg.Now))
+	auth, err := makeAuthorization(ctx, owner, id, 1, guardians, rules, nowFunc(cfg.Now), append([]*Descriptor{owner.Descriptor()}, guardians...)...)
 	if err != nil {
 		return nil, err
 	}
 	return seal(ctx, owner, auth, tk, nil)
 }
 
-func makeAuthorization(ctx context.Context, owner Guardian, id ID, version uint64, guardians []*Descriptor, rules rulesBody, now time.Time) (*authorization, error) {
+// makeAuthorization signs a new authorization. The descriptors in fresh
+// (those being added) must be valid now; those already listed are kept even
+// if they expired, so that an owner can always revoke.
+func makeAuthorization(ctx context.Context, owner Guardian, id ID, version uint64, guardians []*Descriptor, rules rulesBody, now time.Time, fresh ...*Descriptor) (*authorization, error) {
 	od := owner.Descriptor()
 	all := append([]*Descriptor{od}, guardians...)
 	if len(all) > MaxGuardians {
@@ -482,6 +485,8 @@ func makeAuthorization(ctx context.Context, owner Guardian, id ID, version uint6
 		if d == nil {
 			return nil, fmt.Errorf("keyprotector: nil descriptor")
 		}
+	}
+	for _, d := range fresh {
 		if err := d.ValidAt(now); err != nil {
 			return nil, err
 		}
@@ -550,7 +555,7 @@ func (kp *KeyProtector) Grant(ctx context.Context, owner Guardian, d *Descriptor
 	if kp.auth.index(d.id) >= 0 {
 		return nil, fmt.Errorf("keyprotector: guardian %q (%s) is already listed", d.Name(), shortHex(d.id[:]))
 	}
-	return kp.reauthorize(ctx, owner, append(slices.Clone(kp.auth.all[1:]), d), cfg)
+	return kp.reauthorize(ctx, owner, append(slices.Clone(kp.auth.all[1:]), d), cfg, d)
 }
 
 // Revoke returns a new key protector without the guardian with key id id,
@@ -571,7 +576,7 @@ func (kp *KeyProtector) Revoke(ctx context.Context, owner Guardian, id KeyID, cf
 	return kp.reauthorize(ctx, owner, slices.Delete(slices.Clone(kp.auth.all[1:]), i-1, i), cfg)
 }
 
-func (kp *KeyProtector) reauthorize(ctx context.Context, owner Guardian, guardians []*Descriptor, cfg *Config) (*KeyProtector, error) {
+func (kp *KeyProtector) reauthorize(ctx context.Context, owner Guardian, guardians []*Descriptor, cfg *Config, fresh ...*Descriptor) (*KeyProtector, error) {
 	if owner.Descriptor().id != kp.auth.owner().id {
 		return nil, ErrNotOwner
 	}
@@ -583,7 +588,7 @@ func (kp *KeyProtector) reauthorize(ctx context.Context, owner Guardian, guardia
 		return nil, err
 	}
 	defer tk.Destroy()
-	auth, err := makeAuthorization(ctx, owner, kp.id, kp.auth.body.AuthVersion+1, guardians, kp.auth.body.Rules, nowFunc(cfg.Now))
+	auth, err := makeAuthorization(ctx, owner, kp.id, kp.auth.body.AuthVersion+1, guardians, kp.auth.body.Rules, nowFunc(cfg.Now), fresh...)
 	if err != nil {
 		return nil, err
 	}

@@ -91,6 +91,14 @@ func TestExpiredGuardianRejected(t *testing.T) {
 	if _, err := f.kp.Grant(ctx, f.owner, f.other.Descriptor(), &Config{Now: later}); !errors.Is(err, ErrValidity) {
 		t.Fatalf("Grant: %v", err)
 	}
+	if _, err := New(ctx, f.owner, []*Descriptor{f.fabric.Descriptor()}, &Config{Now: later}); !errors.Is(err, ErrValidity) {
+		t.Fatalf("New: %v", err)
+	}
+	// The owner can still revoke an expired guardian, with its own
+	// descriptor expired too.
+	if _, err := f.kp.Revoke(ctx, f.owner, f.fabric.Descriptor().KeyID(), &Config{Now: later}); err != nil {
+		t.Fatalf("Revoke after expiry: %v", err)
+	}
 }
 
 // TestErrorsDoNotContainSecrets: no error of a failed operation carries TK
