@@ -57,6 +57,16 @@ type env struct {
 // The simulator is a process-wide singleton: simulator.Get serializes.
 func withSimulator(t *testing.T, acfg AttesterConfig, f func(e *env)) {
 	t.Helper()
+	simulate(t, acfg, f)
+}
+
+func withSimulatorB(b *testing.B, f func(e *env)) {
+	b.Helper()
+	simulate(b, AttesterConfig{}, f)
+}
+
+func simulate(t testing.TB, acfg AttesterConfig, f func(e *env)) {
+	t.Helper()
 	sim, err := simulator.Get()
 	if err != nil {
 		t.Fatal(err)

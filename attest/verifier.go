@@ -145,11 +145,12 @@ type Result struct {
 //  2. the quote's signature verifies with the AK, its qualifying data is
 //     QualifyingData(challenge, release key), and the PCR values match
 //     its digest ([VerifyQuote]);
-//  3. the identity proof of the mode ties the AK to a registered host:
+//  3. the event log replays to the quoted PCRs, every register it extends
+//     is quoted, and only then are its facts read ([measure.Log.Verify]);
+//     steps 2 and 3 are [VerifyBoot];
+//  4. the identity proof of the mode ties the AK to a registered host:
 //     credential activation with the EK (and the EK certificate chain),
 //     a host-key signature, or group membership;
-//  4. the event log replays to the quoted PCRs, every register it extends
-//     is quoted, and only then are its facts read ([measure.Log.Verify]);
 //  5. the policy evaluates the verified log and PCRs.
 //
 // Errors of steps 1-4 wrap ErrChallenge*, ErrSignature, ErrQualifyingData,
@@ -176,13 +177,17 @@ func (v *Verifier) Verify(ctx context.Context, e *Evidence) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	vq, err := VerifyQuote(ak, e.Quote, e.PCRs, QuoteOptions{
-		QualifyingData:    QualifyingData(e.Challenge, e.ReleaseKey),
-		InsecureAllowSHA1: v.cfg.InsecureAllowSHA1,
+	boot, err := VerifyBoot(ak, e.Quote, e.PCRs, e.EventLog, BootOptions{
+		Quote: QuoteOptions{
+			QualifyingData:    QualifyingData(e.Challenge, e.ReleaseKey),
+			InsecureAllowSHA1: v.cfg.InsecureAllowSHA1,
+		},
+		Quirks: v.cfg.Quirks,
 	})
 	if err != nil {
 		return nil, err
 	}
+	vq, vlog := boot.Quote, boot.Log
 	// 3. Identity.
 	id, err := v.identify(e, ak)
 	if err != nil {
@@ -201,11 +206,6 @@ func (v *Verifier) Verify(ctx context.Context, e *Evidence) (*Result, error) {
 		if err := v.cfg.ReplayGuard.Use(ctx, e.Challenge, expires); err != nil {
 			return nil, err
 		}
-	}
-	// 4. Log.
-	vlog, err := verifyLog(e.EventLog, vq.PCRs, v.cfg.Quirks)
-	if err != nil {
-		return nil, err
 	}
 	// 5. Policy.
 	verdict := v.cfg.Policy.Evaluate(&policy.Input{PCRs: vq.PCRs, Log: vlog})
@@ -235,9 +235,43 @@ func (v *Verifier) Verify(ctx context.Context, e *Evidence) (*Result, error) {
 	return r, nil
 }
 
-// verifyLog parses the log and verifies it against the quoted PCRs. A
-// register that the log extends but the quote does not cover is an error:
-// its events could say anything.
+// BootOptions are the expectations of [VerifyBoot].
+type BootOptions struct {
+	// Quote are the expectations of the quote.
+	Quote QuoteOptions
+	// Quirks are the firmware defects accepted in the log. If zero, none.
+	Quirks measure.Quirk
+}
+
+// VerifiedBoot is a quote and an event log that verified together.
+type VerifiedBoot struct {
+	Quote *VerifiedQuote
+	Log   *measure.VerifiedLog
+}
+
+// VerifyBoot checks a quote with [VerifyQuote], then replays the event
+// log against the quoted PCRs only ([measure.Log.Verify]). The log must
+// match every quoted register, and every register the log extends must be
+// quoted: events of an unquoted register could say anything, so such a
+// log is refused with ErrLog rather than partly trusted. Events logged
+// after the quote (a log read later, which grew) are not in the verified
+// view.
+//
+// VerifyBoot is the part of [Verifier.Verify] that needs no challenge and
+// no registry: use it for stored evidence with the qualifying data it
+// was made with. It is safe for concurrent use.
+func VerifyBoot(ak *AKPublic, q Quote, pcrs measure.QuotedValues, eventLog []byte, opts BootOptions) (*VerifiedBoot, error) {
+	vq, err := VerifyQuote(ak, q, pcrs, opts.Quote)
+	if err != nil {
+		return nil, err
+	}
+	vlog, err := verifyLog(eventLog, vq.PCRs, opts.Quirks)
+	if err != nil {
+		return nil, err
+	}
+	return &VerifiedBoot{Quote: vq, Log: vlog}, nil
+}
+
 func verifyLog(data []byte, pcrs measure.QuotedValues, quirks measure.Quirk) (*measure.VerifiedLog, error) {
 	l, err := measure.Parse(data)
 	if err != nil {
