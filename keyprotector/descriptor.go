@@ -109,6 +109,40 @@ func ParseDescriptor(data []byte) (*Descriptor, error) {
 	return parseDescriptor(data, true)
 }
 
+// descriptorCache keeps parsed descriptors by the SHA-256 of their
+// encoding: a guardian service sees the same few descriptors in every key
+// protector, and parsing their keys again each time would cost more than the
+// rest of a release. Entries are immutable; the cache is bounded and simply
+// emptied when full.
+var descriptorCache struct {
+	sync.Mutex
+	m map[[32]byte]*Descriptor
+}
+
+const descriptorCacheSize = 1024
+
+// parseEmbeddedDescriptor is parseDescriptor(data, false) through the cache.
+func parseEmbeddedDescriptor(data []byte) (*Descriptor, error) {
+	key := sha256.Sum256(data)
+	descriptorCache.Lock()
+	d := descriptorCache.m[key]
+	descriptorCache.Unlock()
+	if d != nil {
+		return d, nil
+	}
+	d, err := parseDescriptor(data, false)
+	if err != nil {
+		return nil, err
+	}
+	descriptorCache.Lock()
+	if len(descriptorCache.m) >= descriptorCacheSize || descriptorCache.m == nil {
+		descriptorCache.m = make(map[[32]byte]*Descriptor)
+	}
+	descriptorCache.m[key] = d
+	descriptorCache.Unlock()
+	return d, nil
+}
+
 // parseDescriptor parses a descriptor; verifySig is false only for
 // descriptors inside an authorization whose owner signature has been (or is
 // about to be) verified, and whose self-signatures the owner checked when

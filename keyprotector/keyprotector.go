@@ -268,13 +268,13 @@ func parseAuthorization(data []byte, id ID) (*authorization, error) {
 	if err := b.Rules.check(); err != nil {
 		return nil, err
 	}
-	owner, err := parseDescriptor(b.Owner, false)
+	owner, err := parseEmbeddedDescriptor(b.Owner)
 	if err != nil {
 		return nil, fmt.Errorf("authorization owner: %w", err)
 	}
 	a.all = append(make([]*Descriptor, 0, len(b.Guardians)+1), owner)
 	for i, raw := range b.Guardians {
-		d, err := parseDescriptor(raw, false)
+		d, err := parseEmbeddedDescriptor(raw)
 		if err != nil {
 			return nil, fmt.Errorf("authorization guardian %d: %w", i, err)
 		}
