@@ -92,13 +92,16 @@ func DescribeUnverified(ev *Event) string {
 	return s
 }
 
-// algStrength orders the banks from the strongest.
-var algStrength = []HashAlg{SHA512, SHA384, SHA256, SM3_256, SHA1}
+// algPreference orders the banks in which event data is checked: SHA-256
+// first (collision resistant, and fast where the CPU has SHA extensions),
+// then the larger SHA-2 digests, SM3, and SHA-1 only when a log has
+// nothing else.
+var algPreference = []HashAlg{SHA256, SHA384, SHA512, SM3_256, SHA1}
 
-// strongestAlg returns the strongest known algorithm among the digests,
+// strongestAlg returns the preferred known algorithm among the digests,
 // limited to allowed when it is not nil.
 func strongestAlg(ds []Digest, allowed map[HashAlg]bool) HashAlg {
-	for _, a := range algStrength {
+	for _, a := range algPreference {
 		if allowed != nil && !allowed[a] {
 			continue
 		}
@@ -124,6 +127,12 @@ func matches(ev *Event, alg HashAlg, content []byte) bool {
 // decodeEvent decodes an event's data according to its type, and checks
 // its binding to the digest of bank alg (0: no bank to check).
 func decodeEvent(ev *Event, kind RegisterKind, alg HashAlg) DecodedEvent {
+	return decodeEventTree(ev, kind, alg, true)
+}
+
+// decodeEventTree is decodeEvent; with tree false, a SIPA tree is checked
+// but not built (facts walk it in place).
+func decodeEventTree(ev *Event, kind RegisterKind, alg HashAlg, tree bool) DecodedEvent {
 	out := DecodedEvent{Event: ev, Alg: alg}
 	d := ev.Data
 	var err error
@@ -211,10 +220,14 @@ func decodeEvent(ev *Event, kind RegisterKind, alg HashAlg) DecodedEvent {
 		}
 	case EV_EVENT_TAG:
 		if kind == PCR && ev.Register >= 12 && ev.Register <= 14 {
-			var evs []SIPAEvent
-			evs, err = ParseSIPA(d)
-			if err == nil {
-				out.Data = &SIPAEvents{Events: evs}
+			if tree {
+				var evs []SIPAEvent
+				evs, err = ParseSIPA(d)
+				if err == nil {
+					out.Data = &SIPAEvents{Events: evs, raw: d}
+				}
+			} else if err = checkSIPA(d, 0); err == nil {
+				out.Data = &SIPAEvents{raw: d}
 			}
 			rule = ruleData
 		} else {
@@ -243,6 +256,9 @@ func decodeEvent(ev *Event, kind RegisterKind, alg HashAlg) DecodedEvent {
 		if content != nil {
 			rule, alt = ruleData, content[1]
 			d = content[0]
+			if d == nil {
+				d, alt = alt, nil
+			}
 		} else if t != nil && t.UTF16 {
 			rule = ruleOptional
 		}
@@ -284,14 +300,18 @@ var grubPrefixes = []struct {
 }
 
 // decodeIPL decodes EV_IPL data as a string (ASCII or UTF-16). For GRUB's
-// strings it also returns the bytes GRUB hashed, in both forms GRUB uses.
+// strings it also returns the bytes GRUB hashed, in both forms GRUB uses;
+// they alias d.
 func decodeIPL(d []byte) (*Text, *[2][]byte) {
 	if s, ok := printableASCII(d); ok {
 		t := &Text{Value: s}
 		for _, p := range grubPrefixes {
 			if strings.HasPrefix(s, p.prefix) {
-				body := []byte(s[len(p.prefix):])
-				withNUL := append(body[:len(body):len(body)], 0)
+				body := d[len(p.prefix):len(s):len(s)]
+				var withNUL []byte
+				if len(d) > len(s) {
+					withNUL = d[len(p.prefix) : len(s)+1 : len(s)+1]
+				}
 				if p.withNUL {
 					return t, &[2][]byte{withNUL, body}
 				}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 )
 
@@ -21,8 +22,20 @@ type Fact[T any] struct {
 	Bound bool `json:"bound"`
 }
 
-func newFact[T any](v T, ev int, bound bool) *Fact[T] {
-	return &Fact[T]{Value: v, Events: []int{ev}, Bound: bound}
+func fact[T any](x *extractor, v T, ev int, bound bool) *Fact[T] {
+	return &Fact[T]{Value: v, Events: x.evs(ev), Bound: bound}
+}
+
+// evs returns a one-element slice holding i, carved from an arena so that
+// facts do not allocate one slice each; its capacity is 1, so appending
+// to it copies.
+func (x *extractor) evs(i int) []int {
+	if len(x.arena) == cap(x.arena) {
+		x.arena = make([]int, 0, 128)
+	}
+	x.arena = append(x.arena, i)
+	n := len(x.arena)
+	return x.arena[n-1 : n : n]
 }
 
 // Facts summarizes what a verified boot log shows: firmware, Secure Boot,
@@ -281,11 +294,12 @@ type extractor struct {
 	extended      [24]bool
 	pendingAuth   []int // authorities waiting for their image
 	sbVars        int   // Secure Boot configuration variables seen
+	arena         []int
 	win           *windowsExtractor
 }
 
 func (x *extractor) finding(k FindingKind, ev *Event, format string, a ...any) {
-	x.f.Findings = append(x.f.Findings, Finding{Kind: k, Register: ev.Register, Events: []int{ev.Index}, Message: fmt.Sprintf(format, a...)})
+	x.f.Findings = append(x.f.Findings, Finding{Kind: k, Register: ev.Register, Events: x.evs(ev.Index), Message: fmt.Sprintf(format, a...)})
 }
 
 func (x *extractor) linux() *LinuxFacts {
@@ -327,11 +341,11 @@ func (x *extractor) event(ev *Event) {
 	case EV_NO_ACTION:
 		if x.kind == PCR && r == 0 && bytes.HasPrefix(ev.Data, startupLoc) && len(ev.Data) == len(startupLoc)+1 {
 			// Verified: it set PCR 0's initial value, which matched.
-			x.f.Firmware.StartupLocality = newFact(int(ev.Data[len(startupLoc)]), ev.Index, true)
+			x.f.Firmware.StartupLocality = fact(x, int(ev.Data[len(startupLoc)]), ev.Index, true)
 		}
 		return
 	}
-	d := decodeEvent(ev, x.kind, x.alg)
+	d := decodeEventTree(ev, x.kind, x.alg, false)
 	if d.Binding == BindingMismatched {
 		msg := ""
 		if d.Err != nil {
@@ -355,13 +369,13 @@ func (x *extractor) event(ev *Event) {
 		x.image(ev, data)
 	case *GPT:
 		if x.f.Boot.GPT == nil {
-			x.f.Boot.GPT = newFact(*data, ev.Index, bound)
+			x.f.Boot.GPT = fact(x, *data, ev.Index, bound)
 		} else {
 			x.f.Boot.GPT.Events = append(x.f.Boot.GPT.Events, ev.Index)
 		}
 	case *FirmwareBlob:
 		if ev.Type != EV_POST_CODE {
-			x.f.Firmware.Blobs = append(x.f.Firmware.Blobs, Fact[FirmwareBlob]{Value: *data, Events: []int{ev.Index}})
+			x.f.Firmware.Blobs = append(x.f.Firmware.Blobs, Fact[FirmwareBlob]{Value: *data, Events: x.evs(ev.Index)})
 		}
 	case *CRTMVersion:
 		v := data.Version
@@ -371,12 +385,12 @@ func (x *extractor) event(ev *Event) {
 		case data.Raw != nil:
 			v = "raw:" + Hex(data.Raw).String()
 		}
-		x.f.Firmware.CRTMVersion = newFact(v, ev.Index, bound)
+		x.f.Firmware.CRTMVersion = fact(x, v, ev.Index, bound)
 	case *NonHostInfo:
 		if x.f.Confidential == nil {
 			x.f.Confidential = &ConfidentialFacts{}
 		}
-		x.f.Confidential.Technology = newFact(gceTechnology(data.Technology), ev.Index, bound)
+		x.f.Confidential.Technology = fact(x, gceTechnology(data.Technology), ev.Index, bound)
 	case *Text:
 		x.text(ev, data, bound)
 	case *TaggedEvent:
@@ -386,22 +400,22 @@ func (x *extractor) event(ev *Event) {
 			x.win = &windowsExtractor{x: x, w: &WindowsFacts{}}
 			x.f.Windows = x.win.w
 		}
-		x.win.events(ev, data.Events)
+		x.win.walk(ev, data.raw)
 	}
 }
 
 func (x *extractor) text(ev *Event, t *Text, bound bool) {
 	switch ev.Type {
 	case EV_EFI_ACTION, EV_ACTION:
-		x.f.Firmware.Actions = append(x.f.Firmware.Actions, Fact[string]{Value: t.Value, Events: []int{ev.Index}, Bound: bound})
+		x.f.Firmware.Actions = append(x.f.Firmware.Actions, Fact[string]{Value: t.Value, Events: x.evs(ev.Index), Bound: bound})
 		switch t.Value {
 		case "DMA Protection Disabled":
-			x.f.Firmware.DMAProtectionDisabled = newFact(true, ev.Index, bound)
+			x.f.Firmware.DMAProtectionDisabled = fact(x, true, ev.Index, bound)
 		case "Exit Boot Services Returned with Success":
-			x.f.Firmware.ExitBootServices = newFact(true, ev.Index, bound)
+			x.f.Firmware.ExitBootServices = fact(x, true, ev.Index, bound)
 		}
 	case EV_OMIT_BOOT_DEVICE_EVENTS:
-		x.f.Firmware.BootAttemptsOmitted = newFact(true, ev.Index, bound)
+		x.f.Firmware.BootAttemptsOmitted = fact(x, true, ev.Index, bound)
 	case EV_IPL:
 		x.ipl(ev, t, bound)
 	case EV_EVENT_TAG:
@@ -420,7 +434,7 @@ func (x *extractor) variable(ev *Event, v *UEFIVariable, binding Binding) {
 	switch ev.Type {
 	case EV_EFI_VARIABLE_AUTHORITY:
 		if v.GUID == ShimLockGUID && v.Name == "SbatLevel" {
-			x.f.SecureBoot.SbatLevel = newFact(strings.TrimRight(string(v.Data), "\x00"), ev.Index, bound)
+			x.f.SecureBoot.SbatLevel = fact(x, strings.TrimRight(string(v.Data), "\x00"), ev.Index, bound)
 			return
 		}
 		x.authority(ev, v, bound)
@@ -428,22 +442,22 @@ func (x *extractor) variable(ev *Event, v *UEFIVariable, binding Binding) {
 	case EV_EFI_VARIABLE_BOOT, EV_EFI_VARIABLE_BOOT2:
 		if v.GUID == GlobalVariableGUID && v.Name == "BootOrder" {
 			if o, err := v.BootOrder(); err == nil {
-				x.f.Boot.BootOrder = newFact(o, ev.Index, bound)
+				x.f.Boot.BootOrder = fact(x, o, ev.Index, bound)
 			} else {
 				x.finding(FindingDecodeError, ev, "%v", err)
 			}
 			return
 		}
 		if v.GUID == GlobalVariableGUID && isBootNumber(v.Name) {
-			var n uint16
-			fmt.Sscanf(v.Name[4:], "%04X", &n)
+			n64, _ := strconv.ParseUint(v.Name[4:], 16, 16)
+			n := uint16(n64)
 			lo, err := v.LoadOption()
 			if err != nil {
 				x.finding(FindingDecodeError, ev, "%v", err)
 				return
 			}
 			x.f.Boot.Entries = append(x.f.Boot.Entries, BootEntry{Number: n, Description: lo.Description, Path: lo.FilePath,
-				Attributes: lo.Attributes, Events: []int{ev.Index}, Bound: bound, NumberBound: binding == BindingMatched})
+				Attributes: lo.Attributes, Events: x.evs(ev.Index), Bound: bound, NumberBound: binding == BindingMatched})
 		}
 		return
 	}
@@ -497,7 +511,7 @@ func (x *extractor) variable(ev *Event, v *UEFIVariable, binding Binding) {
 			return
 		}
 		if *bp == nil {
-			*bp = newFact(b, ev.Index, true)
+			*bp = fact(x, b, ev.Index, true)
 			return
 		}
 		(*bp).Events = append((*bp).Events, ev.Index)
@@ -513,7 +527,7 @@ func (x *extractor) variable(ev *Event, v *UEFIVariable, binding Binding) {
 		return
 	}
 	dig, _ := ev.Digest(x.alg)
-	db := &SignatureDB{Events: []int{ev.Index}, Digest: dig, Bound: true, Size: len(v.Data)}
+	db := &SignatureDB{Events: x.evs(ev.Index), Digest: dig, Bound: true, Size: len(v.Data)}
 	for _, l := range lists {
 		for _, s := range l.Signatures {
 			if l.Type == CertX509GUID {
@@ -536,7 +550,7 @@ func (x *extractor) variable(ev *Event, v *UEFIVariable, binding Binding) {
 }
 
 func (x *extractor) authority(ev *Event, v *UEFIVariable, bound bool) {
-	a := Authority{Events: []int{ev.Index}, Bound: bound, Variable: v.Name, VariableGUID: v.GUID, DBIndex: -1, Image: -1}
+	a := Authority{Events: x.evs(ev.Index), Bound: bound, Variable: v.Name, VariableGUID: v.GUID, DBIndex: -1, Image: -1}
 	// The data is one EFI_SIGNATURE_DATA: an owner GUID and a certificate
 	// or hash. Shim's "Shim" and "SbatLevel" authorities carry the raw
 	// certificate or text without an owner.

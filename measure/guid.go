@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"strings"
 	"unicode/utf16"
 )
 
@@ -121,11 +122,12 @@ func decodeUCS2(b []byte) (string, bool) {
 		}
 	}
 	if ascii {
-		buf := make([]byte, end)
+		var sb strings.Builder
+		sb.Grow(end)
 		for i := range end {
-			buf[i] = b[2*i]
+			sb.WriteByte(b[2*i])
 		}
-		return string(buf), true
+		return sb.String(), true
 	}
 	u := make([]uint16, end)
 	for i := range end {
@@ -179,3 +181,27 @@ func (h *Hex) UnmarshalText(b []byte) error {
 
 // String returns the lower-case hex encoding.
 func (h Hex) String() string { return hex.EncodeToString(h) }
+
+// UTF16 is a little-endian UTF-16 string as firmware and Windows log it,
+// kept as the log's bytes and decoded only when printed or compared.
+type UTF16 []byte
+
+// String decodes the string up to its first NUL character. Bytes that are
+// not UTF-16 decode as U+FFFD.
+func (u UTF16) String() string {
+	if s, ok := decodeUCS2(u[:len(u)&^1]); ok {
+		return s
+	}
+	r := make([]uint16, 0, len(u)/2)
+	for i := 0; i+1 < len(u); i += 2 {
+		c := binary.LittleEndian.Uint16(u[i:])
+		if c == 0 {
+			break
+		}
+		r = append(r, c)
+	}
+	return string(utf16.Decode(r))
+}
+
+// MarshalText encodes the decoded string.
+func (u UTF16) MarshalText() ([]byte, error) { return []byte(u.String()), nil }

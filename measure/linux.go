@@ -76,13 +76,13 @@ func (x *extractor) ipl(ev *Event, t *Text, bound bool) {
 		dig, _ := ev.Digest(x.alg)
 		switch s {
 		case "MokList":
-			sb.MokList = newFact(Hex(dig), ev.Index, true)
+			sb.MokList = fact(x, Hex(dig), ev.Index, true)
 			return
 		case "MokListX":
-			sb.MokListX = newFact(Hex(dig), ev.Index, true)
+			sb.MokListX = fact(x, Hex(dig), ev.Index, true)
 			return
 		case "MokListTrusted":
-			sb.MokListTrusted = newFact(Hex(dig), ev.Index, true)
+			sb.MokListTrusted = fact(x, Hex(dig), ev.Index, true)
 			return
 		}
 	}
@@ -99,21 +99,21 @@ func (x *extractor) ipl(ev *Event, t *Text, bound bool) {
 			body := s[len(p.prefix):]
 			lf := x.linux()
 			if strings.Contains(p.prefix, "cmdline") {
-				lf.CommandLine = newFact(body, ev.Index, bound)
+				lf.CommandLine = fact(x, body, ev.Index, bound)
 				if k, _, _ := strings.Cut(body, " "); k != "" {
-					lf.Kernel = newFact(k, ev.Index, bound)
+					lf.Kernel = fact(x, k, ev.Index, bound)
 				}
 				return
 			}
-			lf.Commands = append(lf.Commands, Fact[string]{Value: body, Events: []int{ev.Index}, Bound: bound})
+			lf.Commands = append(lf.Commands, Fact[string]{Value: body, Events: x.evs(ev.Index), Bound: bound})
 			cmd, args, _ := strings.Cut(body, " ")
 			switch cmd {
 			case "initrd", "initrdefi":
 				path, _, _ := strings.Cut(args, " ")
-				lf.Initrd = newFact(path, ev.Index, bound)
+				lf.Initrd = fact(x, path, ev.Index, bound)
 			case "linux", "linuxefi":
 				path, _, _ := strings.Cut(args, " ")
-				lf.Kernel = newFact(path, ev.Index, bound)
+				lf.Kernel = fact(x, path, ev.Index, bound)
 			}
 			return
 		}
@@ -133,8 +133,8 @@ func (x *extractor) stub(ev *Event, s string, bound bool) {
 		lf.stub().Sections = append(lf.stub().Sections, file)
 	case x.kind == PCR && ev.Register == 12:
 		if lf.stub().CommandLine == nil {
-			lf.stub().CommandLine = newFact(s, ev.Index, bound)
-			lf.CommandLine = newFact(s, ev.Index, bound)
+			lf.stub().CommandLine = fact(x, s, ev.Index, bound)
+			lf.CommandLine = fact(x, s, ev.Index, bound)
 		} else {
 			lf.stub().Parameters = append(lf.stub().Parameters, file)
 		}
@@ -142,7 +142,7 @@ func (x *extractor) stub(ev *Event, s string, bound bool) {
 		lf.stub().SysExts = append(lf.stub().SysExts, file)
 	default:
 		// systemd-boot before v250 measured the load options into PCR 8.
-		lf.CommandLine = newFact(s, ev.Index, bound)
+		lf.CommandLine = fact(x, s, ev.Index, bound)
 	}
 }
 
@@ -157,9 +157,9 @@ func (x *extractor) tag(ev *Event, t *TaggedEvent) {
 	dig, _ := ev.Digest(x.alg)
 	switch t.ID {
 	case TagLinuxLoadOptions:
-		x.linux().LoadOptionsDigest = newFact(Hex(dig), ev.Index, true)
+		x.linux().LoadOptionsDigest = fact(x, Hex(dig), ev.Index, true)
 	case TagLinuxInitrd:
-		x.linux().InitrdDigest = newFact(Hex(dig), ev.Index, true)
+		x.linux().InitrdDigest = fact(x, Hex(dig), ev.Index, true)
 	}
 }
 

@@ -187,6 +187,7 @@ type SIPAEvent struct {
 // SIPAEvents is the decoded data of a Windows EV_EVENT_TAG event.
 type SIPAEvents struct {
 	Events []SIPAEvent
+	raw    []byte
 }
 
 func (s *SIPAEvents) decoded() {}
@@ -194,7 +195,11 @@ func (s *SIPAEvents) decoded() {}
 // String describes the tree in one line.
 func (s *SIPAEvents) String() string {
 	var b strings.Builder
-	writeSIPA(&b, s.Events)
+	evs := s.Events
+	if evs == nil && s.raw != nil {
+		evs, _ = ParseSIPA(s.raw)
+	}
+	writeSIPA(&b, evs)
 	return b.String()
 }
 
@@ -258,6 +263,50 @@ func parseSIPA(b []byte, depth, base int) ([]SIPAEvent, error) {
 		off += 8 + size
 	}
 	return out, nil
+}
+
+// checkSIPA validates a SIPA tree without building it.
+func checkSIPA(b []byte, depth int) error {
+	if depth > maxSIPADepth {
+		return fmt.Errorf("measure: SIPA: containers nested deeper than %d", maxSIPADepth)
+	}
+	for off := 0; off < len(b); {
+		if len(b)-off < 8 {
+			return fmt.Errorf("measure: SIPA: event at %d: %d bytes, the header needs 8", off, len(b)-off)
+		}
+		t := SIPAType(binary.LittleEndian.Uint32(b[off:]))
+		size := binary.LittleEndian.Uint32(b[off+4:])
+		if uint64(size) > uint64(len(b)-off-8) {
+			return fmt.Errorf("measure: SIPA: event at %d: size %d, %d bytes remain", off, size, len(b)-off-8)
+		}
+		if t.IsContainer() {
+			if err := checkSIPA(b[off+8:off+8+int(size)], depth+1); err != nil {
+				return err
+			}
+		}
+		off += 8 + int(size)
+	}
+	return nil
+}
+
+// sipaIter iterates over one level of a tree that checkSIPA accepted,
+// without allocating. Events' Children are not filled in.
+type sipaIter struct {
+	b   []byte
+	off int
+}
+
+func (it *sipaIter) next() (SIPAEvent, bool) {
+	b, off := it.b, it.off
+	if off+8 > len(b) {
+		return SIPAEvent{}, false
+	}
+	size := int(binary.LittleEndian.Uint32(b[off+4:]))
+	if size > len(b)-off-8 {
+		return SIPAEvent{}, false
+	}
+	it.off = off + 8 + size
+	return SIPAEvent{Type: SIPAType(binary.LittleEndian.Uint32(b[off:])), Data: b[off+8 : off+8+size : off+8+size]}, true
 }
 
 // Uint decodes the payload as a little-endian unsigned integer of 1, 2, 4

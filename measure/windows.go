@@ -101,17 +101,17 @@ type ELAMDriver struct {
 // WindowsModule is a loaded-module aggregation: one image Windows loaded,
 // with its Authenticode hash and signer.
 type WindowsModule struct {
-	Path             string  `json:"path,omitempty"`
-	HashAlgorithm    uint32  `json:"hash_algorithm,omitempty"` // a Windows ALG_ID (0x800c: SHA-256)
-	AuthenticodeHash Hex     `json:"authenticode_hash,omitempty"`
-	ImageSize        uint64  `json:"image_size,omitempty"`
-	Validated        bool    `json:"validated"`
-	Issuer           string  `json:"issuer,omitempty"`
-	Publisher        string  `json:"publisher,omitempty"`
-	Serial           Hex     `json:"serial,omitempty"`
-	Thumbprint       Hex     `json:"sha1_thumbprint,omitempty"`
-	SVN              *uint64 `json:"svn,omitempty"`
-	Events           []int   `json:"events"`
+	Path             UTF16  `json:"path,omitempty"`
+	HashAlgorithm    uint32 `json:"hash_algorithm,omitempty"` // a Windows ALG_ID (0x800c: SHA-256)
+	AuthenticodeHash Hex    `json:"authenticode_hash,omitempty"`
+	ImageSize        uint64 `json:"image_size,omitempty"`
+	Validated        bool   `json:"validated"`
+	Issuer           UTF16  `json:"issuer,omitempty"`
+	Publisher        UTF16  `json:"publisher,omitempty"`
+	Serial           Hex    `json:"serial,omitempty"`
+	Thumbprint       Hex    `json:"sha1_thumbprint,omitempty"`
+	SVN              uint64 `json:"svn,omitempty"`
+	Events           []int  `json:"events"`
 }
 
 type windowsExtractor struct {
@@ -119,9 +119,11 @@ type windowsExtractor struct {
 	w *WindowsFacts
 }
 
-func (we *windowsExtractor) events(ev *Event, evs []SIPAEvent) {
-	for i := range evs {
-		we.one(ev, &evs[i])
+// walk summarizes one level of a SIPA tree that checkSIPA accepted.
+func (we *windowsExtractor) walk(ev *Event, data []byte) {
+	it := sipaIter{b: data}
+	for e, ok := it.next(); ok; e, ok = it.next() {
+		we.one(ev, &e)
 	}
 }
 
@@ -137,7 +139,7 @@ func (we *windowsExtractor) latch(p **Fact[bool], ev *Event, e *SIPAEvent, weak 
 		return
 	}
 	if *p == nil {
-		*p = newFact(b, ev.Index, true)
+		*p = fact(we.x, b, ev.Index, true)
 		return
 	}
 	f := *p
@@ -156,7 +158,7 @@ func (we *windowsExtractor) number(p **Fact[uint64], ev *Event, e *SIPAEvent) {
 		return
 	}
 	if *p == nil {
-		*p = newFact(v, ev.Index, true)
+		*p = fact(we.x, v, ev.Index, true)
 		return
 	}
 	f := *p
@@ -176,7 +178,7 @@ func (we *windowsExtractor) text(p **Fact[string], ev *Event, e *SIPAEvent) {
 		return
 	}
 	if *p == nil {
-		*p = newFact(s, ev.Index, true)
+		*p = fact(we.x, s, ev.Index, true)
 	} else if !slices.Contains((*p).Events, ev.Index) {
 		(*p).Events = append((*p).Events, ev.Index)
 	}
@@ -186,7 +188,7 @@ func (we *windowsExtractor) one(ev *Event, e *SIPAEvent) {
 	w := we.w
 	switch e.Type {
 	case SIPATrustBoundary, SIPAKSRAggregation, SIPAKSRSignedMeasurementAggregation, SIPATrustPointAggregation:
-		we.events(ev, e.Children)
+		we.walk(ev, e.Data)
 	case SIPALoadedModuleAggregation:
 		we.module(ev, e)
 	case SIPAELAMAggregation:
@@ -242,7 +244,7 @@ func (we *windowsExtractor) one(ev *Event, e *SIPAEvent) {
 			return
 		}
 		if w.SecureBootCustomPolicy == nil {
-			w.SecureBootCustomPolicy = newFact(*p, ev.Index, true)
+			w.SecureBootCustomPolicy = fact(we.x, *p, ev.Index, true)
 		} else if !slices.Contains(w.SecureBootCustomPolicy.Events, ev.Index) {
 			w.SecureBootCustomPolicy.Events = append(w.SecureBootCustomPolicy.Events, ev.Index)
 		}
@@ -277,29 +279,29 @@ func (we *windowsExtractor) one(ev *Event, e *SIPAEvent) {
 			return
 		}
 		// The last transfer of control is the one that counts.
-		w.TransferControl = newFact(v, ev.Index, true)
-		w.FullBoot = newFact(v == 1, ev.Index, true)
+		w.TransferControl = fact(we.x, v, ev.Index, true)
+		w.FullBoot = fact(we.x, v == 1, ev.Index, true)
 	case SIPABitLockerUnlock:
 		v, err := e.Uint()
 		if err != nil {
 			we.bad(ev, e, err)
 			return
 		}
-		w.BitLockerUnlocks = append(w.BitLockerUnlocks, Fact[uint64]{Value: v, Events: []int{ev.Index}, Bound: true})
+		w.BitLockerUnlocks = append(w.BitLockerUnlocks, Fact[uint64]{Value: v, Events: we.x.evs(ev.Index), Bound: true})
 	case SIPAApplicationSVN:
 		v, err := e.Uint()
 		if err != nil {
 			we.bad(ev, e, err)
 			return
 		}
-		w.ApplicationSVNs = append(w.ApplicationSVNs, Fact[uint64]{Value: v, Events: []int{ev.Index}, Bound: true})
+		w.ApplicationSVNs = append(w.ApplicationSVNs, Fact[uint64]{Value: v, Events: we.x.evs(ev.Index), Bound: true})
 	case SIPASIPolicy:
 		p, err := ParseSIPolicy(e.Data)
 		if err != nil {
 			we.bad(ev, e, err)
 			return
 		}
-		w.SIPolicies = append(w.SIPolicies, Fact[SIPolicy]{Value: *p, Events: []int{ev.Index}, Bound: true})
+		w.SIPolicies = append(w.SIPolicies, Fact[SIPolicy]{Value: *p, Events: we.x.evs(ev.Index), Bound: true})
 	case SIPABootRevocationList, SIPAOSRevocationList:
 		rl, err := ParseRevocationList(e.Data)
 		if err != nil {
@@ -307,9 +309,9 @@ func (we *windowsExtractor) one(ev *Event, e *SIPAEvent) {
 			return
 		}
 		if e.Type == SIPABootRevocationList {
-			w.BootRevocationList = newFact(*rl, ev.Index, true)
+			w.BootRevocationList = fact(we.x, *rl, ev.Index, true)
 		} else {
-			w.OSRevocationList = newFact(*rl, ev.Index, true)
+			w.OSRevocationList = fact(we.x, *rl, ev.Index, true)
 		}
 	case SIPAVSMIDKInfo, SIPAVSMIDKSInfo:
 		k, err := ParseVSMIdentityKey(e.Data)
@@ -318,14 +320,14 @@ func (we *windowsExtractor) one(ev *Event, e *SIPAEvent) {
 			return
 		}
 		if e.Type == SIPAVSMIDKInfo {
-			w.VSMIdentityKey = newFact(*k, ev.Index, true)
+			w.VSMIdentityKey = fact(we.x, *k, ev.Index, true)
 		} else {
-			w.VSMSigningKey = newFact(*k, ev.Index, true)
+			w.VSMSigningKey = fact(we.x, *k, ev.Index, true)
 		}
 	case SIPADumpEncryptionKeyDigest:
-		w.DumpEncryptionKeyDigest = newFact(Hex(e.Data), ev.Index, true)
+		w.DumpEncryptionKeyDigest = fact(we.x, Hex(e.Data), ev.Index, true)
 	case SIPAAuthorityPubKey:
-		w.Authorities = append(w.Authorities, Fact[Hex]{Value: e.Data, Events: []int{ev.Index}, Bound: true})
+		w.Authorities = append(w.Authorities, Fact[Hex]{Value: e.Data, Events: we.x.evs(ev.Index), Bound: true})
 	case SIPAInformation, SIPAEventCounter, SIPACounterID, SIPAApplicationReturn, SIPAMORBitNotCancel,
 		SIPAMORBitAPIStatus, SIPASVNChainStatus, SIPANoAuthority, SIPAPhysicalAddressExtension:
 		// Informational; kept in the decoded events, not summarized.
@@ -338,18 +340,18 @@ func (we *windowsExtractor) one(ev *Event, e *SIPAEvent) {
 				return
 			}
 		}
-		w.Other = append(w.Other, Fact[SIPAType]{Value: e.Type, Events: []int{ev.Index}, Bound: true})
+		w.Other = append(w.Other, Fact[SIPAType]{Value: e.Type, Events: we.x.evs(ev.Index), Bound: true})
 	}
 }
 
 func (we *windowsExtractor) module(ev *Event, agg *SIPAEvent) {
-	m := WindowsModule{Events: []int{ev.Index}}
-	for i := range agg.Children {
-		e := &agg.Children[i]
+	m := WindowsModule{Events: we.x.evs(ev.Index)}
+	it := sipaIter{b: agg.Data}
+	for e, ok := it.next(); ok; e, ok = it.next() {
 		var err error
 		switch e.Type {
 		case SIPAFilePath:
-			m.Path, err = e.Text()
+			m.Path = e.Data
 		case SIPAImageSize:
 			m.ImageSize, err = e.Uint()
 		case SIPAHashAlgorithmID:
@@ -359,9 +361,9 @@ func (we *windowsExtractor) module(ev *Event, agg *SIPAEvent) {
 		case SIPAAuthenticodeHash:
 			m.AuthenticodeHash = e.Data
 		case SIPAAuthorityIssuer:
-			m.Issuer, err = e.Text()
+			m.Issuer = e.Data
 		case SIPAAuthorityPublisher:
-			m.Publisher, err = e.Text()
+			m.Publisher = e.Data
 		case SIPAAuthoritySerial:
 			m.Serial = e.Data
 		case SIPAAuthoritySHA1Thumbprint:
@@ -369,27 +371,27 @@ func (we *windowsExtractor) module(ev *Event, agg *SIPAEvent) {
 		case SIPAImageValidated:
 			m.Validated, err = e.Bool()
 		case SIPAModuleSVN:
-			var v uint64
-			if v, err = e.Uint(); err == nil {
-				m.SVN = &v
-			}
+			m.SVN, err = e.Uint()
 		}
 		if err != nil {
-			we.bad(ev, e, err)
+			we.bad(ev, &e, err)
 		}
+	}
+	if we.w.Modules == nil {
+		we.w.Modules = make([]WindowsModule, 0, 128)
 	}
 	we.w.Modules = append(we.w.Modules, m)
 }
 
 func (we *windowsExtractor) elam(ev *Event, agg *SIPAEvent) {
-	d := ELAMDriver{Events: []int{ev.Index}}
-	for i := range agg.Children {
-		e := &agg.Children[i]
+	d := ELAMDriver{Events: we.x.evs(ev.Index)}
+	it := sipaIter{b: agg.Data}
+	for e, ok := it.next(); ok; e, ok = it.next() {
 		switch e.Type {
 		case SIPAELAMKeyname:
 			s, err := e.Text()
 			if err != nil {
-				we.bad(ev, e, err)
+				we.bad(ev, &e, err)
 			}
 			d.Name = s
 		case SIPAELAMMeasured:
@@ -399,7 +401,7 @@ func (we *windowsExtractor) elam(ev *Event, agg *SIPAEvent) {
 		case SIPAELAMPolicy:
 			d.Policy = e.Data
 		case SIPAELAMAggregation:
-			we.elam(ev, e)
+			we.elam(ev, &e)
 		}
 	}
 	if d.Name != "" || d.Measured != nil {
