@@ -67,13 +67,17 @@ func withSimulatorB(b *testing.B, f func(e *env)) {
 
 func simulate(t testing.TB, acfg AttesterConfig, f func(e *env)) {
 	t.Helper()
+	simulateBoot(t, acfg, testBoot(), f)
+}
+
+func simulateBoot(t testing.TB, acfg AttesterConfig, boot *attesttest.LogBuilder, f func(e *env)) {
+	t.Helper()
 	sim, err := simulator.Get()
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer sim.Close()
 	tpm := transport.FromReadWriter(sim)
-	boot := testBoot()
 	if err := boot.Extend(tpm); err != nil {
 		t.Fatal(err)
 	}
@@ -298,6 +302,38 @@ func TestQuoteOverOtherPCRsDenied(t *testing.T) {
 		_, err := e.verify(e.evidence())
 		if !errors.Is(err, ErrLog) {
 			t.Fatalf("err = %v, want ErrLog", err)
+		}
+	})
+}
+
+// TestDebuggerBootDenied: a host whose firmware booted in UEFI debug mode
+// presents authentic evidence; the verifier denies it with the reason and
+// the event, and no token is issued.
+func TestDebuggerBootDenied(t *testing.T) {
+	boot := testBoot()
+	boot.Add(7, measure.EV_EFI_ACTION, []byte("UEFI Debug Mode"))
+	simulateBoot(t, AttesterConfig{}, boot, func(e *env) {
+		pol := &policy.Policy{Version: 1, ID: "no-debug", HGS: &policy.HGSRules{UefiDebugDisabled: policy.Enforce}}
+		if err := pol.Check(); err != nil {
+			t.Fatal(err)
+		}
+		cfg := e.cfg
+		cfg.Policy = pol
+		e.ver, _ = NewVerifier(cfg)
+		r, err := e.verify(e.evidence())
+		var denied *DeniedError
+		if !errors.As(err, &denied) || !errors.Is(err, ErrDenied) {
+			t.Fatalf("err = %v, want a DeniedError", err)
+		}
+		if r == nil || r.Status != policy.Contraindicated || r.Trust.Configuration != policy.Contraindicated {
+			t.Fatalf("result %+v", r)
+		}
+		f := denied.Verdict.Failed()
+		if len(f) != 1 || f[0].Rule != "hgs.UefiDebugDisabled" || len(f[0].Events) != 1 || f[0].Events[0].PCR != 7 {
+			t.Fatalf("failed rules %+v", f)
+		}
+		if _, err := e.issuer.Issue(r); !errors.Is(err, ErrNotHealthy) {
+			t.Fatalf("Issue = %v, want ErrNotHealthy", err)
 		}
 	})
 }

@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"time"
 
 	"github.com/shieldvm/shieldvm/measure"
@@ -208,7 +209,8 @@ func (v *Verifier) Verify(ctx context.Context, e *Evidence) (*Result, error) {
 		}
 	}
 	// 5. Policy.
-	verdict := v.cfg.Policy.Evaluate(&policy.Input{PCRs: vq.PCRs, Log: vlog})
+	facts, _ := vlog.Facts() // on error the policy sees no facts and says so
+	verdict := v.cfg.Policy.Evaluate(&policy.Input{PCRs: vq.PCRs, Log: vlog, Facts: facts})
 	r := &Result{
 		Status:     verdict.Status,
 		Verdict:    verdict,
@@ -218,6 +220,7 @@ func (v *Verifier) Verify(ctx context.Context, e *Evidence) (*Result, error) {
 		Challenge:  e.Challenge,
 		Quote:      vq,
 		Log:        vlog,
+		Facts:      summarize(facts),
 	}
 	r.Trust = TrustVector{
 		InstanceIdentity: policy.Affirming,
@@ -362,6 +365,39 @@ func (v *Verifier) checkEKCertificate(der []byte, ek crypto.PublicKey) (*x509.Ce
 		return nil, fmt.Errorf("%w: the certificate is for another key", ErrEKCertificate)
 	}
 	return cert, nil
+}
+
+// summarize picks the facts a token carries: bound facts that a relying
+// party may want to log, never event data in bulk.
+func summarize(f *measure.Facts) map[string]string {
+	if f == nil {
+		return nil
+	}
+	out := map[string]string{}
+	onOff := func(key string, x *measure.Fact[bool]) {
+		if x != nil && x.Bound {
+			out[key] = strconv.FormatBool(x.Value)
+		}
+	}
+	onOff("secure_boot", f.SecureBoot.Enabled)
+	if c := f.Firmware.CRTMVersion; c != nil && c.Bound && c.Value != "" {
+		out["firmware_version"] = c.Value
+	}
+	if w := f.Windows; w != nil {
+		onOff("windows.boot_debugging", w.BootDebugging)
+		onOff("windows.full_boot", w.FullBoot)
+		onOff("windows.code_integrity", w.CodeIntegrity)
+		out["windows.si_policies"] = strconv.Itoa(len(w.SIPolicies))
+	}
+	if l := f.Linux; l != nil {
+		if c := l.CommandLine; c != nil && c.Bound {
+			out["linux.cmdline"] = c.Value
+		}
+	}
+	if len(out) == 0 {
+		return nil
+	}
+	return out
 }
 
 // verifyHostKey checks a host-key signature over a SHA-256 digest.

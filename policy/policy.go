@@ -232,6 +232,9 @@ type Input struct {
 	PCRs measure.QuotedValues
 	// Log is the verified event log, or nil.
 	Log *measure.VerifiedLog
+	// Facts are the facts of Log. If nil, Evaluate derives them from Log
+	// (a caller that already has them passes them to save the work).
+	Facts *measure.Facts
 }
 
 // Evaluate judges the input. It is pure and deterministic: the same input
