@@ -196,7 +196,7 @@ func Learn(hosts []*Input, opts LearnOptions) (*Baseline, error) {
 		if ok {
 			note(name, true, "every host passes")
 		} else if reasons[name] != "" {
-			note(name, false, "not pinned: %s", reasons[name])
+			note(name, false, "%s", reasons[name])
 		}
 		return ok
 	}

@@ -36,6 +36,7 @@ func (f *factSource) refs(idx []int) []EventRef {
 	if len(idx) == 0 {
 		return nil
 	}
+	idx = slices.Compact(slices.Sorted(slices.Values(idx)))
 	if f.events == nil && f.in.Log != nil {
 		f.events = map[int]*measure.Event{}
 		evs := f.in.Log.Events()
