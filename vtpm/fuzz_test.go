@@ -1,10 +1,16 @@
 package vtpm
 
 import (
+	"crypto/rsa"
 	"encoding/binary"
+	"encoding/hex"
+	"errors"
 	"flag"
+	"fmt"
+	"math/big"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 
@@ -51,6 +57,10 @@ var fuzzBase = sync.OnceValues(func() ([]byte, error) {
 	return v.Seal(testKey)
 })
 
+// maxFuzzCommands bounds the commands of one input, so that the fuzzer
+// spends its time on variety rather than on long sequences of signatures.
+const maxFuzzCommands = 48
+
 // FuzzSend feeds command sequences to Send, the guest's whole attack
 // surface. The seeds are the commands go-tpm-tools and go-tpm clients sent
 // in this package's tests (testdata/commands). Every response must be a
@@ -64,6 +74,25 @@ func FuzzSend(f *testing.F) {
 		}
 		f.Add(b)
 	}
+	// Deriving RSA primes under coverage instrumentation takes minutes;
+	// use the fixed test keys of testdata/fuzz-rsa-keys.txt instead.
+	saveDerive, saveGenerate := deriveRSA, generateRSA
+	defer func() { deriveRSA, generateRSA = saveDerive, saveGenerate }()
+	fixed := loadFuzzRSAKeys(f)
+	deriveRSA = func(d *deriver, bits int) ([]byte, []byte) {
+		k := fixed[bits]
+		return append([]byte(nil), k[0]...), append([]byte(nil), k[1]...)
+	}
+	generateRSA = func(bits int) (*rsa.PrivateKey, error) {
+		k := fixed[bits]
+		pub := &rsa.PublicKey{N: new(big.Int).SetBytes(k[0]), E: 65537}
+		priv, ok := rsaFromPrime(pub, k[1])
+		if !ok {
+			return nil, errors.New("bad fixed key")
+		}
+		return priv, nil
+	}
+
 	base, err := fuzzBase()
 	if err != nil {
 		f.Fatal(err)
@@ -74,7 +103,11 @@ func FuzzSend(f *testing.F) {
 			t.Fatal(err)
 		}
 		defer v.Close()
-		for _, cmd := range splitCommands(stream) {
+		cmds := splitCommands(stream)
+		if len(cmds) > maxFuzzCommands {
+			cmds = cmds[:maxFuzzCommands]
+		}
+		for _, cmd := range cmds {
 			rsp, err := v.Send(cmd)
 			if err != nil {
 				t.Fatal(err)
@@ -162,4 +195,27 @@ type sendLog struct {
 func (s *sendLog) Send(cmd []byte) ([]byte, error) {
 	s.cmds = append(s.cmds, append([]byte(nil), cmd...))
 	return s.tpm.Send(cmd)
+}
+
+// loadFuzzRSAKeys reads "bits modulus prime" lines of test RSA keys.
+func loadFuzzRSAKeys(t testing.TB) map[int][2][]byte {
+	b, err := os.ReadFile("testdata/fuzz-rsa-keys.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys := map[int][2][]byte{}
+	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		var bits int
+		var n, p string
+		if _, err := fmt.Sscan(line, &bits, &n, &p); err != nil {
+			t.Fatal(err)
+		}
+		nb, err1 := hex.DecodeString(n)
+		pb, err2 := hex.DecodeString(p)
+		if err1 != nil || err2 != nil {
+			t.Fatal("bad test RSA key")
+		}
+		keys[bits] = [2][]byte{nb, pb}
+	}
+	return keys
 }

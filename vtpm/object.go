@@ -400,6 +400,13 @@ func (d *deriver) rsaKey(bits int) (n, p []byte) {
 	}
 }
 
+// deriveRSA derives RSA primary keys; FuzzSend replaces it with a fixed
+// key so that fuzzing explores the parsers instead of prime generation.
+var deriveRSA = (*deriver).rsaKey
+
+// generateRSA makes the RSA keys of TPM2_Create; FuzzSend replaces it too.
+var generateRSA = func(bits int) (*rsa.PrivateKey, error) { return rsa.GenerateKey(nil, bits) }
+
 // rsaCacheEntry caches a derived RSA primary key: deriving RSA primes costs
 // tens of milliseconds, so the result is kept in the sealed state. The
 // cache only accelerates: a miss derives the same key again.
@@ -474,7 +481,7 @@ func (t *TPM) newObject(p *publicArea, sc *sensitiveCreate, d *deriver) (*object
 				}
 			}
 			if hit == nil {
-				n, pr := d.rsaKey(bits)
+				n, pr := deriveRSA(d, bits)
 				if len(t.s.RSACache) >= maxRSAPrimaryCache {
 					clear(t.s.RSACache[0].Prime)
 					t.s.RSACache = append(t.s.RSACache[:0], t.s.RSACache[1:]...)
@@ -485,7 +492,7 @@ func (t *TPM) newObject(p *publicArea, sc *sensitiveCreate, d *deriver) (*object
 			p.Unique = append([]byte(nil), hit.Modulus...)
 			o.Sensitive = append([]byte(nil), hit.Prime...)
 		} else {
-			k, err := rsa.GenerateKey(nil, bits)
+			k, err := generateRSA(bits)
 			if err != nil {
 				return nil, rcFailure
 			}
