@@ -172,8 +172,9 @@ type ReplayGuard interface {
 type MemoryReplayGuard struct {
 	Now func() time.Time
 
-	mu   sync.Mutex
-	seen map[[32]byte]time.Time
+	mu    sync.Mutex
+	seen  map[[32]byte]time.Time
+	prune int // prune expired entries when seen grows past this
 }
 
 var _ ReplayGuard = (*MemoryReplayGuard)(nil)
@@ -191,12 +192,14 @@ func (g *MemoryReplayGuard) Use(_ context.Context, challenge []byte, expires tim
 		g.seen = map[[32]byte]time.Time{}
 	}
 	t := now()
-	if len(g.seen) >= 1024 {
+	if len(g.seen) >= max(g.prune, 1024) {
 		for k, exp := range g.seen {
 			if t.After(exp) {
 				delete(g.seen, k)
 			}
 		}
+		// Amortize: the next sweep comes when the live set has doubled.
+		g.prune = 2 * len(g.seen)
 	}
 	if exp, ok := g.seen[key]; ok && !t.After(exp) {
 		return ErrChallengeReplayed
