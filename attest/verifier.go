@@ -287,9 +287,18 @@ func verifyLog(data []byte, pcrs measure.QuotedValues, quirks measure.Quirk) (*m
 	rep := vlog.Report()
 	// Events after rep.Prefix came after the quote (the log grew): they
 	// are absent from the verified view, so nothing is decided on them.
+	// A register is covered when some bank of it was quoted and matched;
+	// a log with several banks is verified through the one the quote
+	// chose.
+	var covered uint32
+	for _, r := range rep.Results {
+		if r.Status == measure.Matched && r.Register < 32 {
+			covered |= 1 << r.Register
+		}
+	}
 	var notQuoted []string
 	for _, r := range rep.Results {
-		if r.Status == measure.NotQuoted {
+		if r.Status == measure.NotQuoted && (r.Register >= 32 || covered&(1<<r.Register) == 0) {
 			notQuoted = append(notQuoted, fmt.Sprintf("%v[%d]", r.Alg, r.Register))
 		}
 	}
