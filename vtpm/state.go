@@ -41,7 +41,6 @@ type state struct {
 	NV         map[uint32]*nvIndex `cbor:"52,keyasint"`
 	RSACache   []rsaCacheEntry     `cbor:"53,keyasint"`
 
-	NextTransient uint32 `cbor:"60,keyasint"`
 	ContextSeq    uint64 `cbor:"61,keyasint"`
 	MaxCounter    uint64 `cbor:"62,keyasint"`
 }
