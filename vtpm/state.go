@@ -41,8 +41,8 @@ type state struct {
 	NV         map[uint32]*nvIndex `cbor:"52,keyasint"`
 	RSACache   []rsaCacheEntry     `cbor:"53,keyasint"`
 
-	ContextSeq    uint64 `cbor:"61,keyasint"`
-	MaxCounter    uint64 `cbor:"62,keyasint"`
+	ContextSeq uint64 `cbor:"61,keyasint"`
+	MaxCounter uint64 `cbor:"62,keyasint"`
 }
 
 // saved is the state TPM2_Shutdown(STATE) keeps for TPM2_Startup(STATE).
