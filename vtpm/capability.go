@@ -42,10 +42,9 @@ var algorithms = []struct {
 	{algSHA256, aaHash},
 	{algSHA384, aaHash},
 	{algSHA512, aaHash},
-	{algNull, 0},
 	{algRSASSA, aaAsymmetric | aaSigning},
 	{algRSAPSS, aaAsymmetric | aaSigning},
-	{algECDSA, aaAsymmetric | aaSigning},
+	{algECDSA, aaAsymmetric | aaSigning | aaMethod},
 	{algKDF1SP800_108, aaHash | aaMethod},
 	{algECC, aaAsymmetric | aaObject},
 	{algSymCipher, aaObject},
@@ -65,11 +64,14 @@ const (
 
 // TPM_PT_PCR tags, Part 2, section 6.14.
 const (
-	ptPCRSave     = 0x00
-	ptPCRExtendL0 = 0x01
-	ptPCRResetL0  = 0x02
-	ptPCRResetL4  = 0x0A
-	ptPCRLast     = 0x0A
+	ptPCRSave        = 0x00
+	ptPCRExtendL0    = 0x01
+	ptPCRResetL0     = 0x02
+	ptPCRResetL4     = 0x0A
+	ptPCRNoIncrement = 0x11
+	ptPCRDRTMReset   = 0x12
+	ptPCRPolicy      = 0x13
+	ptPCRAuth        = 0x14
 )
 
 // cmdGetCapability is TPM2_GetCapability (Part 3, section 30.2).
@@ -197,8 +199,8 @@ func (t *TPM) cmdGetCapability(c *call) uint32 {
 		cnt := len(w.b)
 		w.u32(0)
 		k := 0
-		for tag := uint32(ptPCRSave); tag <= ptPCRLast; tag++ {
-			if tag < prop {
+		for tag := uint32(ptPCRSave); tag <= ptPCRAuth; tag++ {
+			if tag < prop || tag > ptPCRResetL4 && tag < ptPCRNoIncrement {
 				continue
 			}
 			if k == n {
@@ -212,6 +214,13 @@ func (t *TPM) cmdGetCapability(c *call) uint32 {
 				switch {
 				case tag == ptPCRSave:
 					set = a.save
+				case tag == ptPCRNoIncrement:
+					set = a.noIncrement
+				case tag == ptPCRDRTMReset:
+					set = a.resetLocality&0x10 != 0
+				case tag == ptPCRPolicy, tag == ptPCRAuth:
+					// PCR_SetAuthPolicy and PCR_SetAuthValue are not
+					// implemented.
 				case tag%2 == 1: // TPM_PT_PCR_EXTEND_Ln
 					set = a.extLocality&(1<<((tag-1)/2)) != 0
 				default: // TPM_PT_PCR_RESET_Ln

@@ -471,3 +471,114 @@ func TestDifferentialMalformed(t *testing.T) {
 }
 
 func bytesOf(parts ...[]byte) []byte { return bytes.Join(parts, nil) }
+
+// capData sends GetCapability and returns the capability data after the
+// moreData byte and the capability selector.
+func capData(t *testing.T, tp transport.TPM, capability, prop, count uint32) []byte {
+	t.Helper()
+	rsp, _ := tp.Send(rawCommand(ccGetCapability, nil, 0, nil, u32b(capability), u32b(prop), u32b(count)))
+	if rcOf(rsp) != rcSuccess || len(rsp) < 15 {
+		t.Fatalf("GetCapability(%#x): rc %#x", capability, rcOf(rsp))
+	}
+	return rsp[15:]
+}
+
+// pairs decodes a list of (uint32 or uint16 key, uint32 value) pairs.
+func pairs(b []byte, keySize int) map[uint32]uint32 {
+	r := newReader(b)
+	n := int(r.u32())
+	m := map[uint32]uint32{}
+	for i := 0; i < n && r.ok(); i++ {
+		var k uint32
+		if keySize == 2 {
+			k = uint32(r.u16())
+		} else {
+			k = r.u32()
+		}
+		m[k] = r.u32()
+	}
+	return m
+}
+
+// TestDifferentialCapabilities compares the capabilities on which clients
+// base decisions: PCR banks and PC Client PCR attributes, the size limits,
+// the attributes of the algorithms and commands both TPMs implement, the
+// permanent handles and the ECC curves.
+func TestDifferentialCapabilities(t *testing.T) {
+	v := newTestTPM(t)
+	sim := simTPM{getSim(t)}
+
+	if a, b := capData(t, v, capPCRs, 0, 8), capData(t, sim, capPCRs, 0, 8); !bytes.Equal(a, b) {
+		t.Errorf("PCR banks: vtpm %x, reference %x", a, b)
+	}
+	if a, b := capData(t, v, capHandles, 0x40000000, 64), capData(t, sim, capHandles, 0x40000000, 64); !bytes.Equal(a, b) {
+		t.Errorf("permanent handles: vtpm %x, reference %x", a, b)
+	}
+	// PC Client PCR attributes: save, extend and reset localities,
+	// no-increment, D-RTM reset.
+	pa := map[uint32][]byte{}
+	pb := map[uint32][]byte{}
+	for _, x := range []struct {
+		tp transport.TPM
+		m  map[uint32][]byte
+	}{{v, pa}, {sim, pb}} {
+		r := newReader(capData(t, x.tp, capPCRProperties, 0, 64))
+		n := int(r.u32())
+		for i := 0; i < n && r.ok(); i++ {
+			tag := r.u32()
+			x.m[tag] = r.bytes(int(r.u8()))
+		}
+	}
+	for tag := uint32(0); tag <= ptPCRDRTMReset; tag++ {
+		if !bytes.Equal(pa[tag], pb[tag]) {
+			t.Errorf("PCR property %#x: vtpm %x, reference %x", tag, pa[tag], pb[tag])
+		}
+	}
+	// Fixed properties that bound what a client may send.
+	fa := pairs(capData(t, v, capTPMProperties, 0x100, 127), 4)
+	fb := pairs(capData(t, sim, capTPMProperties, 0x100, 127), 4)
+	for _, p := range []uint32{0x100, 0x10D, 0x112, 0x113, 0x117, 0x119, 0x11B, 0x11C, 0x11D, 0x11E, 0x11F, 0x120, 0x12C, 0x12E} {
+		if fa[p] != fb[p] {
+			t.Errorf("TPM property %#x: vtpm %#x, reference %#x", p, fa[p], fb[p])
+		}
+	}
+	// Algorithms: those we list must exist in the reference with the
+	// same attributes.
+	aa := pairs(capData(t, v, capAlgs, 0, 169), 2)
+	ab := pairs(capData(t, sim, capAlgs, 0, 169), 2)
+	for alg, attrs := range aa {
+		if ref, ok := ab[alg]; !ok || ref != attrs {
+			t.Errorf("algorithm %#x: vtpm attributes %#x, reference %#x (listed %v)", alg, attrs, ref, ok)
+		}
+	}
+	// Commands: the same handle counts and response-handle bit.
+	cmdsOf := func(tp transport.TPM) map[uint32]uint32 {
+		r := newReader(capData(t, tp, capCommands, 0, 254))
+		n := int(r.u32())
+		m := map[uint32]uint32{}
+		for i := 0; i < n && r.ok(); i++ {
+			a := r.u32()
+			m[a&0xFFFF] = a
+		}
+		return m
+	}
+	ca, cb := cmdsOf(v), cmdsOf(sim)
+	for cc, a := range ca {
+		b, ok := cb[cc]
+		const mask = 7<<25 | 1<<28 // cHandles, rHandle
+		if !ok || a&mask != b&mask {
+			t.Errorf("command %#x: vtpm TPMA_CC %#x, reference %#x (listed %v)", cc, a, b, ok)
+		}
+	}
+	// ECC curves: ours are a subset of the reference's.
+	r := newReader(capData(t, sim, capECCCurves, 0, 64))
+	refCurves := map[uint16]bool{}
+	for n := int(r.u32()); n > 0 && r.ok(); n-- {
+		refCurves[r.u16()] = true
+	}
+	for _, c := range []uint16{curveNISTP256, curveNISTP384} {
+		if !refCurves[c] {
+			t.Errorf("curve %#x not in the reference", c)
+		}
+	}
+}

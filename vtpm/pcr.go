@@ -30,6 +30,7 @@ func (b *pcrBanks) get(alg uint16, i int) []byte {
 // the localities (bit n is locality n) that may reset and extend it.
 type pcrAttr struct {
 	save          bool
+	noIncrement   bool // changes do not count in pcrUpdateCounter
 	resetLocality uint8
 	extLocality   uint8
 }
@@ -37,17 +38,17 @@ type pcrAttr struct {
 func pcrAttrs(i int) pcrAttr {
 	switch {
 	case i < 16:
-		return pcrAttr{true, 0x00, 0x1F}
+		return pcrAttr{true, false, 0x00, 0x1F}
 	case i == 16, i == 23:
-		return pcrAttr{false, 0x0F, 0x1F}
+		return pcrAttr{false, false, 0x0F, 0x1F}
 	case i == 17, i == 18:
-		return pcrAttr{false, 0x10, 0x1C}
+		return pcrAttr{false, false, 0x10, 0x1C}
 	case i == 19:
-		return pcrAttr{false, 0x10, 0x0C}
+		return pcrAttr{false, false, 0x10, 0x0C}
 	case i == 20:
-		return pcrAttr{false, 0x14, 0x0E}
+		return pcrAttr{false, true, 0x14, 0x0E}
 	default: // 21, 22
-		return pcrAttr{false, 0x14, 0x04}
+		return pcrAttr{false, true, 0x14, 0x04}
 	}
 }
 
@@ -210,7 +211,11 @@ func pcrAllowed(h uint32, reset bool) uint32 {
 
 // pcrChanged counts a change of one PCR in one bank, as the reference
 // implementation counts.
-func (t *TPM) pcrChanged() { t.s.PCRCounter++ }
+func (t *TPM) pcrChanged(i uint32) {
+	if !pcrAttrs(int(i)).noIncrement {
+		t.s.PCRCounter++
+	}
+}
 
 // pcrExtend is TPM2_PCR_Extend (Part 3, section 22.2).
 func (t *TPM) pcrExtend(c *call) uint32 {
@@ -249,7 +254,7 @@ func (t *TPM) pcrExtend(c *call) uint32 {
 	}
 	for _, d := range ds[:n] {
 		t.s.PCR.extend(d.alg, int(h), d.d)
-		t.pcrChanged()
+		t.pcrChanged(h)
 	}
 	return rcSuccess
 }
@@ -275,7 +280,7 @@ func (t *TPM) pcrEvent(c *call) uint32 {
 		c.w.raw(d)
 		if h != rhNull {
 			t.s.PCR.extend(alg, int(h), d)
-			t.pcrChanged()
+			t.pcrChanged(h)
 		}
 	}
 	return rcSuccess
@@ -294,6 +299,6 @@ func (t *TPM) pcrReset(c *call) uint32 {
 		return rc
 	}
 	t.s.PCR.resetPCR(int(h))
-	t.pcrChanged()
+	t.pcrChanged(h)
 	return rcSuccess
 }
