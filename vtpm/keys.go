@@ -239,7 +239,7 @@ func (t *TPM) cmdLoadExternal(c *call) uint32 {
 	if pub.Attrs&oaReserved != 0 {
 		return qualify(rcReservedBits, rcP|2*rcN)
 	}
-	o := &object{Public: append([]byte(nil), pubBytes...), pub: pub, Hierarchy: hier}
+	o := &object{Public: append([]byte(nil), pubBytes...), pub: pub, Hierarchy: hier, External: true}
 	o.name = nameOf(pub.NameAlg, o.Public)
 	if len(sens) != 0 {
 		if pub.Attrs&(oaFixedTPM|oaFixedParent) != 0 {
@@ -368,7 +368,7 @@ func (t *TPM) cmdEvictControl(c *call) uint32 {
 		return rcSuccess
 	}
 	o := t.s.Transient[oh]
-	if o.attrs()&oaSTClear != 0 || !o.HasPriv && false {
+	if o.attrs()&oaSTClear != 0 || o.External {
 		return qualify(rcAttributes, rcH|2*rcN)
 	}
 	if o.Hierarchy == rhNull || auth == rhOwner && o.Hierarchy == rhPlatform {
@@ -394,6 +394,7 @@ func (o *object) clone() *object {
 		Seed:      append([]byte(nil), o.Seed...),
 		Sensitive: append([]byte(nil), o.Sensitive...),
 		HasPriv:   o.HasPriv,
+		External:  o.External,
 		Hierarchy: o.Hierarchy,
 		QName:     append([]byte(nil), o.QName...),
 		pub:       o.pub,
@@ -455,11 +456,14 @@ func (t *TPM) cmdContextSave(c *call) uint32 {
 	pw.b2b(o.Auth)
 	pw.b2b(o.Seed)
 	pw.b2b(o.Sensitive)
+	var flags uint8
 	if o.HasPriv {
-		pw.u8(1)
-	} else {
-		pw.u8(0)
+		flags |= 1
 	}
+	if o.External {
+		flags |= 2
+	}
+	pw.u8(flags)
 	pw.b2b(o.QName)
 	saved := uint32(savedObject)
 	if o.attrs()&oaSTClear != 0 {
@@ -521,7 +525,9 @@ func (t *TPM) cmdContextLoad(c *call) uint32 {
 	o.Auth = append([]byte(nil), pr.b2b(maxDigestSize)...)
 	o.Seed = append([]byte(nil), pr.b2b(maxDigestSize)...)
 	o.Sensitive = append([]byte(nil), pr.b2b(maxRSAKeyBytes)...)
-	o.HasPriv = pr.u8() == 1
+	flags := pr.u8()
+	o.HasPriv = flags&1 != 0
+	o.External = flags&2 != 0
 	o.QName = append([]byte(nil), pr.b2b(maxDigestSize+2)...)
 	clear(pt)
 	if !pr.ok() || !pr.empty() || !o.init() {

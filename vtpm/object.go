@@ -28,6 +28,7 @@ type object struct {
 	HasPriv   bool   `cbor:"5,keyasint"` // false for public-only LoadExternal objects
 	Hierarchy uint32 `cbor:"6,keyasint"`
 	QName     []byte `cbor:"7,keyasint"` // qualified name
+	External  bool   `cbor:"8,keyasint"` // loaded with LoadExternal: never persistent
 
 	pub  *publicArea
 	name []byte
