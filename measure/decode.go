@@ -127,12 +127,38 @@ func matches(ev *Event, alg HashAlg, content []byte) bool {
 // decodeEvent decodes an event's data according to its type, and checks
 // its binding to the digest of bank alg (0: no bank to check).
 func decodeEvent(ev *Event, kind RegisterKind, alg HashAlg) DecodedEvent {
-	return decodeEventTree(ev, kind, alg, true)
+	return decodeEventTree(ev, kind, alg, true, nil)
+}
+
+// decodeArena hands out the values that decoding creates from a few large
+// allocations instead of one each. A nil arena allocates normally.
+type decodeArena struct {
+	texts  []Text
+	vars   []UEFIVariable
+	images []ImageLoad
+	seps   []Separator
+}
+
+func next[T any](s *[]T) *T {
+	if len(*s) == cap(*s) {
+		*s = make([]T, 0, 32)
+	}
+	*s = (*s)[:len(*s)+1]
+	return &(*s)[len(*s)-1]
+}
+
+func (a *decodeArena) text(v string, utf16 bool) *Text {
+	if a == nil {
+		return &Text{Value: v, UTF16: utf16}
+	}
+	t := next(&a.texts)
+	t.Value, t.UTF16 = v, utf16
+	return t
 }
 
 // decodeEventTree is decodeEvent; with tree false, a SIPA tree is checked
 // but not built (facts walk it in place).
-func decodeEventTree(ev *Event, kind RegisterKind, alg HashAlg, tree bool) DecodedEvent {
+func decodeEventTree(ev *Event, kind RegisterKind, alg HashAlg, tree bool, a *decodeArena) DecodedEvent {
 	out := DecodedEvent{Event: ev, Alg: alg}
 	d := ev.Data
 	var err error
@@ -148,7 +174,12 @@ func decodeEventTree(ev *Event, kind RegisterKind, alg HashAlg, tree bool) Decod
 	switch ev.Type {
 	case EV_EFI_VARIABLE_DRIVER_CONFIG, EV_EFI_VARIABLE_BOOT, EV_EFI_VARIABLE_BOOT2, EV_EFI_VARIABLE_AUTHORITY:
 		var v *UEFIVariable
-		v, err = ParseUEFIVariable(d)
+		if a != nil {
+			v = next(&a.vars)
+		} else {
+			v = new(UEFIVariable)
+		}
+		err = parseUEFIVariable(d, v)
 		if err == nil {
 			out.Data = v
 			// EDK2 hashes only the VariableData of boot variables, and
@@ -159,7 +190,12 @@ func decodeEventTree(ev *Event, kind RegisterKind, alg HashAlg, tree bool) Decod
 		rule = ruleData
 	case EV_EFI_BOOT_SERVICES_APPLICATION, EV_EFI_BOOT_SERVICES_DRIVER, EV_EFI_RUNTIME_SERVICES_DRIVER:
 		var im *ImageLoad
-		im, err = ParseImageLoad(d)
+		if a != nil {
+			im = next(&a.images)
+		} else {
+			im = new(ImageLoad)
+		}
+		err = parseImageLoad(d, im)
 		if err == nil {
 			out.Data = im
 		}
@@ -193,14 +229,18 @@ func decodeEventTree(ev *Event, kind RegisterKind, alg HashAlg, tree bool) Decod
 		rule = ruleOptional
 	case EV_SEPARATOR:
 		var s *Separator
-		s, err = parseSeparator(d)
-		if err == nil {
+		if a != nil {
+			s = next(&a.seps)
+		} else {
+			s = new(Separator)
+		}
+		if err = parseSeparator(d, s); err == nil {
 			out.Data = s
 		}
 		rule = ruleData
 	case EV_EFI_ACTION, EV_ACTION, EV_OMIT_BOOT_DEVICE_EVENTS:
 		if s, ok := printableASCII(d); ok {
-			out.Data = &Text{Value: s}
+			out.Data = a.text(s, false)
 		} else {
 			err = fmt.Errorf("measure: %v: data is not ASCII text", ev.Type)
 		}
@@ -212,7 +252,7 @@ func decodeEventTree(ev *Event, kind RegisterKind, alg HashAlg, tree bool) Decod
 		// A string ("ACPI DATA", "Embedded UEFI Driver", ...), a firmware
 		// blob or a firmware blob2, of any length.
 		if s, ok := printableASCII(d); ok {
-			out.Data = &Text{Value: s}
+			out.Data = a.text(s, false)
 		} else if f, ferr := parseFirmwareBlob(d); ferr == nil {
 			out.Data = f
 		} else if f, ferr := parseFirmwareBlob2(d); ferr == nil {
@@ -238,7 +278,7 @@ func decodeEventTree(ev *Event, kind RegisterKind, alg HashAlg, tree bool) Decod
 			} else if s, ok := printableASCII(d); ok {
 				// Some CC firmware logs the Linux stub's tag without its
 				// header: only the description.
-				out.Data, err = &Text{Value: s}, nil
+				out.Data, err = a.text(s, false), nil
 			}
 		}
 	case EV_NO_ACTION:
@@ -249,13 +289,12 @@ func decodeEventTree(ev *Event, kind RegisterKind, alg HashAlg, tree bool) Decod
 		}
 		rule = ruleOptional
 	case EV_IPL:
-		t, content := decodeIPL(d)
+		t, first, second := decodeIPL(d, a)
 		if t != nil {
 			out.Data = t
 		}
-		if content != nil {
-			rule, alt = ruleData, content[1]
-			d = content[0]
+		if first != nil || second != nil {
+			rule, d, alt = ruleData, first, second
 			if d == nil {
 				d, alt = alt, nil
 			}
@@ -264,7 +303,7 @@ func decodeEventTree(ev *Event, kind RegisterKind, alg HashAlg, tree bool) Decod
 		}
 	default:
 		if s, ok := printableASCII(d); ok {
-			out.Data = &Text{Value: s}
+			out.Data = a.text(s, false)
 		}
 	}
 	if out.Data == nil {
@@ -302,9 +341,9 @@ var grubPrefixes = []struct {
 // decodeIPL decodes EV_IPL data as a string (ASCII or UTF-16). For GRUB's
 // strings it also returns the bytes GRUB hashed, in both forms GRUB uses;
 // they alias d.
-func decodeIPL(d []byte) (*Text, *[2][]byte) {
+func decodeIPL(d []byte, a *decodeArena) (*Text, []byte, []byte) {
 	if s, ok := printableASCII(d); ok {
-		t := &Text{Value: s}
+		t := a.text(s, false)
 		for _, p := range grubPrefixes {
 			if strings.HasPrefix(s, p.prefix) {
 				body := d[len(p.prefix):len(s):len(s)]
@@ -313,12 +352,12 @@ func decodeIPL(d []byte) (*Text, *[2][]byte) {
 					withNUL = d[len(p.prefix) : len(s)+1 : len(s)+1]
 				}
 				if p.withNUL {
-					return t, &[2][]byte{withNUL, body}
+					return t, withNUL, body
 				}
-				return t, &[2][]byte{body, withNUL}
+				return t, body, withNUL
 			}
 		}
-		return t, nil
+		return t, nil, nil
 	}
 	// systemd-stub and systemd-boot log UTF-16 strings; some add a
 	// stray NUL byte.
@@ -328,8 +367,8 @@ func decodeIPL(d []byte) (*Text, *[2][]byte) {
 	}
 	if len(u) >= 2 && u[1] == 0 {
 		if s, ok := decodeUCS2(u); ok && isPrintable(s) && s != "" {
-			return &Text{Value: s, UTF16: true}, nil
+			return a.text(s, true), nil, nil
 		}
 	}
-	return nil, nil
+	return nil, nil, nil
 }

@@ -125,7 +125,7 @@ func FuzzDevicePath(f *testing.F) {
 			enc = binary.LittleEndian.AppendUint16(enc, uint16(4+len(n.Data)))
 			enc = append(enc, n.Data...)
 		}
-		if len(nodes) > 0 {
+		if len(data) > 0 {
 			enc = append(enc, DevicePathEnd, 0xFF, 4, 0)
 		}
 		if !bytes.Equal(enc, data) {

@@ -49,6 +49,9 @@ func ParseDevicePath(b []byte) ([]DevicePathNode, error) {
 		}
 		n.Data = b[off+4 : off+size : off+size]
 		off += size
+		if n.Type == DevicePathEnd && size != 4 {
+			return nil, fmt.Errorf("measure: device path: end node of %d bytes, want 4", size)
+		}
 		if n.Type == DevicePathEnd && n.SubType == 0xFF {
 			if off != len(b) {
 				return nil, fmt.Errorf("measure: device path: %d bytes after the end node", len(b)-off)

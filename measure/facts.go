@@ -2,6 +2,7 @@ package measure
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"strconv"
@@ -262,6 +263,7 @@ func (v *VerifiedLog) Facts() (*Facts, error) {
 			x.alg = strongestAlg(events[0].digests, allowed)
 		}
 	}
+	x.events = events
 	x.f.Alg = x.alg.String()
 	if x.alg == 0 {
 		x.f.Alg = ""
@@ -295,6 +297,8 @@ type extractor struct {
 	pendingAuth   []int // authorities waiting for their image
 	sbVars        int   // Secure Boot configuration variables seen
 	arena         []int
+	events        []Event
+	arena2        decodeArena
 	win           *windowsExtractor
 }
 
@@ -345,7 +349,7 @@ func (x *extractor) event(ev *Event) {
 		}
 		return
 	}
-	d := decodeEventTree(ev, x.kind, x.alg, false)
+	d := decodeEventTree(ev, x.kind, x.alg, false, &x.arena2)
 	if d.Binding == BindingMismatched {
 		msg := ""
 		if d.Err != nil {
@@ -397,10 +401,10 @@ func (x *extractor) event(ev *Event) {
 		x.tag(ev, data)
 	case *SIPAEvents:
 		if x.win == nil {
-			x.win = &windowsExtractor{x: x, w: &WindowsFacts{}}
+			x.win = &windowsExtractor{x: x, w: &WindowsFacts{}, events: x.events}
 			x.f.Windows = x.win.w
 		}
-		x.win.walk(ev, data.raw)
+		x.win.event(ev, data.raw)
 	}
 }
 
@@ -521,25 +525,10 @@ func (x *extractor) variable(ev *Event, v *UEFIVariable, binding Binding) {
 		}
 		return
 	}
-	lists, err := ParseSignatureLists(v.Data)
+	db, err := x.signatureDB(ev, v.Data)
 	if err != nil {
 		x.finding(FindingDecodeError, ev, "%s: %v", v.Name, err)
 		return
-	}
-	dig, _ := ev.Digest(x.alg)
-	db := &SignatureDB{Events: x.evs(ev.Index), Digest: dig, Bound: true, Size: len(v.Data)}
-	for _, l := range lists {
-		for _, s := range l.Signatures {
-			if l.Type == CertX509GUID {
-				db.Certificates = append(db.Certificates, &Certificate{Owner: s.Owner, DER: s.Data})
-				continue
-			}
-			name := certTypeNames[l.Type]
-			if name == "" {
-				name = l.Type.String()
-			}
-			db.Hashes = append(db.Hashes, SignatureHash{Type: name, Owner: s.Owner, Hash: s.Data})
-		}
 	}
 	if *dbp != nil {
 		x.f.Findings = append(x.f.Findings, Finding{Kind: FindingConflictingValues, Register: ev.Register,
@@ -633,4 +622,87 @@ func isDER(b []byte) bool {
 		hdr += k
 	}
 	return hdr+n == len(b)
+}
+
+// signatureDB builds a SignatureDB from EFI_SIGNATURE_LISTs in two passes
+// over the bytes (count, then fill), without the intermediate lists of
+// ParseSignatureLists.
+func (x *extractor) signatureDB(ev *Event, b []byte) (*SignatureDB, error) {
+	nCerts, nHashes := 0, 0
+	walk := func(fill *SignatureDB, certs []Certificate) error {
+		for off := 0; off < len(b); {
+			rest := b[off:]
+			if len(rest) < 28 {
+				return fmt.Errorf("measure: signature list at %d: %d bytes, the header needs 28", off, len(rest))
+			}
+			var typ GUID
+			copy(typ[:], rest)
+			listSize := binary.LittleEndian.Uint32(rest[16:])
+			hdrSize := binary.LittleEndian.Uint32(rest[20:])
+			sigSize := binary.LittleEndian.Uint32(rest[24:])
+			if listSize < 28 || uint64(listSize) > uint64(len(rest)) {
+				return fmt.Errorf("measure: signature list at %d: size %d, %d bytes remain", off, listSize, len(rest))
+			}
+			body := uint64(listSize) - 28
+			if uint64(hdrSize) > body {
+				return fmt.Errorf("measure: signature list at %d: header size %d exceeds the list", off, hdrSize)
+			}
+			body -= uint64(hdrSize)
+			if sigSize < 16 || body%uint64(sigSize) != 0 {
+				return fmt.Errorf("measure: signature list at %d: %d bytes of signatures of size %d", off, body, sigSize)
+			}
+			if size, ok := fixedSignatureSize[typ]; ok && int(sigSize) != 16+size {
+				return fmt.Errorf("measure: signature list at %d: %s signatures of %d bytes, want %d", off, certTypeNames[typ], sigSize-16, size)
+			}
+			n := int(body / uint64(sigSize))
+			name := certTypeNames[typ]
+			if name == "" && fill != nil {
+				name = typ.String()
+			}
+			p := 28 + int(hdrSize)
+			for range n {
+				s := rest[p : p+int(sigSize) : p+int(sigSize)]
+				p += int(sigSize)
+				if fill == nil {
+					if typ == CertX509GUID {
+						nCerts++
+					} else {
+						nHashes++
+					}
+					continue
+				}
+				var owner GUID
+				copy(owner[:], s)
+				if typ == CertX509GUID {
+					c := &certs[len(fill.Certificates)]
+					c.Owner, c.DER = owner, s[16:]
+					fill.Certificates = append(fill.Certificates, c)
+				} else {
+					fill.Hashes = append(fill.Hashes, SignatureHash{Type: name, Owner: owner, Hash: s[16:]})
+				}
+			}
+			off += int(listSize)
+			if nCerts+nHashes > MaxSignatures {
+				return fmt.Errorf("measure: signature lists hold more than %d signatures", MaxSignatures)
+			}
+		}
+		return nil
+	}
+	if err := walk(nil, nil); err != nil {
+		return nil, err
+	}
+	dig, _ := ev.Digest(x.alg)
+	db := &SignatureDB{Events: x.evs(ev.Index), Digest: dig, Bound: true, Size: len(b)}
+	var certs []Certificate
+	if nCerts > 0 {
+		certs = make([]Certificate, nCerts)
+		db.Certificates = make([]*Certificate, 0, nCerts)
+	}
+	if nHashes > 0 {
+		db.Hashes = make([]SignatureHash, 0, nHashes)
+	}
+	if err := walk(db, certs); err != nil {
+		return nil, err
+	}
+	return db, nil
 }

@@ -159,8 +159,45 @@ func printableASCII(b []byte) (string, bool) {
 			return "", false
 		}
 	}
+	if s, ok := commonStrings[string(b)]; ok { // no allocation for the lookup
+		return s, true
+	}
 	return string(b), true
 }
+
+// commonStrings are strings logs repeat, returned without allocating.
+var commonStrings = func() map[string]string {
+	m := map[string]string{}
+	for _, s := range []string{
+		"Calling EFI Application from Boot Option", "Returning from EFI Application from Boot Option",
+		"Exit Boot Services Invocation", "Exit Boot Services Returned with Success",
+		"Exit Boot Services Returned with Failure", "DMA Protection Disabled", "ACPI DATA", "SMM CODE",
+		"POST CODE", "BIS CODE", "Embedded UEFI Driver", "Embedded UEFI Application", "Embedded Option ROM",
+		"MokList", "MokListX", "MokListTrusted", "BOOT ATTEMPTS OMITTED", "WBCL",
+	} {
+		m[s] = s
+	}
+	return m
+}()
+
+// commonNames are UEFI variable names, keyed by their UTF-16 encoding, so
+// that decoding them does not allocate.
+var commonNames = func() map[string]string {
+	m := map[string]string{}
+	names := []string{"SecureBoot", "SetupMode", "AuditMode", "DeployedMode", "PK", "KEK", "db", "dbx", "dbt", "dbr",
+		"BootOrder", "BootNext", "BootCurrent", "MokList", "MokListX", "MokListTrusted", "SbatLevel", "Shim"}
+	for i := range 32 {
+		names = append(names, fmt.Sprintf("Boot%04X", i))
+	}
+	for _, n := range names {
+		var b []byte
+		for _, c := range n {
+			b = append(b, byte(c), 0)
+		}
+		m[string(b)] = n
+	}
+	return m
+}()
 
 // Hex is a byte string that encodes as lower-case hex in JSON and text.
 type Hex []byte

@@ -297,16 +297,41 @@ type sipaIter struct {
 }
 
 func (it *sipaIter) next() (SIPAEvent, bool) {
+	t, d, ok := it.nextRaw()
+	return SIPAEvent{Type: t, Data: d}, ok
+}
+
+// nextRaw is next without building a SIPAEvent.
+func (it *sipaIter) nextRaw() (SIPAType, []byte, bool) {
 	b, off := it.b, it.off
 	if off+8 > len(b) {
-		return SIPAEvent{}, false
+		return 0, nil, false
 	}
 	size := int(binary.LittleEndian.Uint32(b[off+4:]))
 	if size > len(b)-off-8 {
-		return SIPAEvent{}, false
+		return 0, nil, false
 	}
 	it.off = off + 8 + size
-	return SIPAEvent{Type: SIPAType(binary.LittleEndian.Uint32(b[off:])), Data: b[off+8 : off+8+size : off+8+size]}, true
+	return SIPAType(binary.LittleEndian.Uint32(b[off:])), b[off+8 : off+8+size : off+8+size], true
+}
+
+// countSIPA counts the events of type t in a SIPA tree, as a capacity
+// hint: it stops at malformed bytes and at the nesting limit.
+func countSIPA(b []byte, t SIPAType, depth int) int {
+	if depth > maxSIPADepth {
+		return 0
+	}
+	n := 0
+	it := sipaIter{b: b}
+	for typ, d, ok := it.nextRaw(); ok; typ, d, ok = it.nextRaw() {
+		if typ == t {
+			n++
+		}
+		if typ.IsContainer() && typ != t {
+			n += countSIPA(d, t, depth+1)
+		}
+	}
+	return n
 }
 
 // Uint decodes the payload as a little-endian unsigned integer of 1, 2, 4

@@ -20,26 +20,38 @@ type UEFIVariable struct {
 // aliases data. Nothing is verified: the caller decides whether data is
 // vouched for.
 func ParseUEFIVariable(data []byte) (*UEFIVariable, error) {
+	v := new(UEFIVariable)
+	if err := parseUEFIVariable(data, v); err != nil {
+		return nil, err
+	}
+	return v, nil
+}
+
+func parseUEFIVariable(data []byte, v *UEFIVariable) error {
 	if len(data) < 32 {
-		return nil, fmt.Errorf("measure: UEFI variable: %d bytes, the header needs 32", len(data))
+		return fmt.Errorf("measure: UEFI variable: %d bytes, the header needs 32", len(data))
 	}
 	nameLen := binary.LittleEndian.Uint64(data[16:])
 	dataLen := binary.LittleEndian.Uint64(data[24:])
 	rest := uint64(len(data) - 32)
 	if nameLen > rest/2 {
-		return nil, fmt.Errorf("measure: UEFI variable: name of %d characters, %d bytes remain", nameLen, rest)
+		return fmt.Errorf("measure: UEFI variable: name of %d characters, %d bytes remain", nameLen, rest)
 	}
 	rest -= 2 * nameLen
 	if dataLen != rest {
-		return nil, fmt.Errorf("measure: UEFI variable: data size %d, %d bytes remain", dataLen, rest)
+		return fmt.Errorf("measure: UEFI variable: data size %d, %d bytes remain", dataLen, rest)
 	}
-	name, ok := decodeUCS2(data[32 : 32+2*nameLen])
+	nb := data[32 : 32+2*nameLen]
+	name, ok := commonNames[string(nb)]
 	if !ok {
-		return nil, fmt.Errorf("measure: UEFI variable: name is not UTF-16")
+		name, ok = decodeUCS2(nb)
 	}
-	v := &UEFIVariable{Name: name, Data: data[32+2*nameLen:]}
+	if !ok {
+		return fmt.Errorf("measure: UEFI variable: name is not UTF-16")
+	}
+	v.Name, v.Data = name, data[32+2*nameLen:]
 	copy(v.GUID[:], data)
-	return v, nil
+	return nil
 }
 
 func (v *UEFIVariable) decoded() {}
@@ -223,19 +235,28 @@ type ImageLoad struct {
 
 // ParseImageLoad decodes a UEFI_IMAGE_LOAD_EVENT.
 func ParseImageLoad(b []byte) (*ImageLoad, error) {
+	im := new(ImageLoad)
+	if err := parseImageLoad(b, im); err != nil {
+		return nil, err
+	}
+	return im, nil
+}
+
+func parseImageLoad(b []byte, im *ImageLoad) error {
 	if len(b) < 32 {
-		return nil, fmt.Errorf("measure: image load event: %d bytes, the header needs 32", len(b))
+		return fmt.Errorf("measure: image load event: %d bytes, the header needs 32", len(b))
 	}
 	n := binary.LittleEndian.Uint64(b[24:])
 	if n > uint64(len(b)-32) {
-		return nil, fmt.Errorf("measure: image load event: device path of %d bytes, %d remain", n, len(b)-32)
+		return fmt.Errorf("measure: image load event: device path of %d bytes, %d remain", n, len(b)-32)
 	}
-	return &ImageLoad{
+	*im = ImageLoad{
 		LocationInMemory: binary.LittleEndian.Uint64(b),
 		LengthInMemory:   binary.LittleEndian.Uint64(b[8:]),
 		LinkTimeAddress:  binary.LittleEndian.Uint64(b[16:]),
 		DevicePath:       DevicePath(b[32 : 32+n : 32+n]),
-	}, nil
+	}
+	return nil
 }
 
 func (im *ImageLoad) decoded() {}
@@ -503,21 +524,22 @@ func (s *Separator) String() string {
 	return fmt.Sprintf("separator 0x%08x", s.Value)
 }
 
-func parseSeparator(b []byte) (*Separator, error) {
+func parseSeparator(b []byte, s *Separator) error {
 	if len(b) != 4 {
-		return nil, fmt.Errorf("measure: separator: %d bytes, want 4", len(b))
-	}
-	if string(b) == "WBCL" {
-		return &Separator{Value: binary.LittleEndian.Uint32(b), WBCL: true}, nil
+		return fmt.Errorf("measure: separator: %d bytes, want 4", len(b))
 	}
 	v := binary.LittleEndian.Uint32(b)
-	switch v {
-	case 0, 0xFFFFFFFF:
-		return &Separator{Value: v}, nil
-	case 1:
-		return &Separator{Value: v, Error: true}, nil
+	switch {
+	case string(b) == "WBCL":
+		*s = Separator{Value: v, WBCL: true}
+	case v == 0 || v == 0xFFFFFFFF:
+		*s = Separator{Value: v}
+	case v == 1:
+		*s = Separator{Value: v, Error: true}
+	default:
+		return fmt.Errorf("measure: separator value 0x%08x is neither normal nor error", v)
 	}
-	return nil, fmt.Errorf("measure: separator value 0x%08x is neither normal nor error", v)
+	return nil
 }
 
 // Text is event data that is a string: EV_EFI_ACTION, EV_ACTION,

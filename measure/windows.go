@@ -115,11 +115,28 @@ type WindowsModule struct {
 }
 
 type windowsExtractor struct {
-	x *extractor
-	w *WindowsFacts
+	x      *extractor
+	w      *WindowsFacts
+	events []Event // the verified events, for sizing
 }
 
-// walk summarizes one level of a SIPA tree that checkSIPA accepted.
+// event summarizes the SIPA tree of one event, which checkSIPA accepted.
+func (we *windowsExtractor) event(ev *Event, data []byte) {
+	if we.w.Modules == nil {
+		// Size the module list once, for every event of the log.
+		n := 0
+		for i := range we.events {
+			e := &we.events[i]
+			if e.Type == EV_EVENT_TAG && e.Register >= 12 && e.Register <= 14 {
+				n += countSIPA(e.Data, SIPALoadedModuleAggregation, 0)
+			}
+		}
+		we.w.Modules = make([]WindowsModule, 0, n)
+	}
+	we.walk(ev, data)
+}
+
+// walk summarizes one level of a SIPA tree.
 func (we *windowsExtractor) walk(ev *Event, data []byte) {
 	it := sipaIter{b: data}
 	for e, ok := it.next(); ok; e, ok = it.next() {
@@ -128,7 +145,11 @@ func (we *windowsExtractor) walk(ev *Event, data []byte) {
 }
 
 func (we *windowsExtractor) bad(ev *Event, e *SIPAEvent, err error) {
-	we.x.finding(FindingDecodeError, ev, "SIPA %v: %v", e.Type, err)
+	we.badType(ev, e.Type, err)
+}
+
+func (we *windowsExtractor) badType(ev *Event, t SIPAType, err error) {
+	we.x.finding(FindingDecodeError, ev, "SIPA %v: %v", t, err)
 }
 
 // latch records a boolean; weak is the value that wins a conflict.
@@ -345,11 +366,14 @@ func (we *windowsExtractor) one(ev *Event, e *SIPAEvent) {
 }
 
 func (we *windowsExtractor) module(ev *Event, agg *SIPAEvent) {
-	m := WindowsModule{Events: we.x.evs(ev.Index)}
+	we.w.Modules = append(we.w.Modules, WindowsModule{})
+	m := &we.w.Modules[len(we.w.Modules)-1]
+	m.Events = we.x.evs(ev.Index)
 	it := sipaIter{b: agg.Data}
-	for e, ok := it.next(); ok; e, ok = it.next() {
+	for t, d, ok := it.nextRaw(); ok; t, d, ok = it.nextRaw() {
 		var err error
-		switch e.Type {
+		e := SIPAEvent{Type: t, Data: d}
+		switch t {
 		case SIPAFilePath:
 			m.Path = e.Data
 		case SIPAImageSize:
@@ -374,13 +398,9 @@ func (we *windowsExtractor) module(ev *Event, agg *SIPAEvent) {
 			m.SVN, err = e.Uint()
 		}
 		if err != nil {
-			we.bad(ev, &e, err)
+			we.badType(ev, e.Type, err)
 		}
 	}
-	if we.w.Modules == nil {
-		we.w.Modules = make([]WindowsModule, 0, 128)
-	}
-	we.w.Modules = append(we.w.Modules, m)
 }
 
 func (we *windowsExtractor) elam(ev *Event, agg *SIPAEvent) {
@@ -391,7 +411,7 @@ func (we *windowsExtractor) elam(ev *Event, agg *SIPAEvent) {
 		case SIPAELAMKeyname:
 			s, err := e.Text()
 			if err != nil {
-				we.bad(ev, &e, err)
+				we.badType(ev, e.Type, err)
 			}
 			d.Name = s
 		case SIPAELAMMeasured:
