@@ -106,10 +106,15 @@ const rspPrefix = 18
 // execute runs one command. It is the only entry point for command bytes
 // and returns a well-formed response for any input.
 func (t *TPM) execute(cmd []byte) []byte {
-	c := call{}
-	c.w.b = make([]byte, rspPrefix, 256)
-	rc := t.run(&c, cmd)
-	return t.finish(&c, rc)
+	// One command runs at a time (t.mu), so the call is reused rather
+	// than allocated; only the response is new.
+	c := &t.call
+	*c = call{}
+	c.w.b = make([]byte, rspPrefix, rspPrefix+80)
+	rc := t.run(c, cmd)
+	rsp := t.finish(c, rc)
+	*c = call{}
+	return rsp
 }
 
 func errorResponse(tag uint16, rc uint32) []byte {

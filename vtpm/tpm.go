@@ -68,6 +68,7 @@ type TPM struct {
 	started   bool
 	clockBase time.Time // wall time when s.Clock was last synchronised
 	sessions  map[uint32]*session
+	call      call // the command in flight
 	rspBuf    []byte
 }
 
