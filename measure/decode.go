@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"strings"
+	"unsafe"
 )
 
 // Decoded is the typed content of an event's data. Its concrete type
@@ -133,6 +134,7 @@ func decodeEvent(ev *Event, kind RegisterKind, alg HashAlg) DecodedEvent {
 // decodeArena hands out the values that decoding creates from a few large
 // allocations instead of one each. A nil arena allocates normally.
 type decodeArena struct {
+	strs   []byte // backing bytes of strings; never written once used
 	texts  []Text
 	vars   []UEFIVariable
 	images []ImageLoad
@@ -145,6 +147,20 @@ func next[T any](s *[]T) *T {
 	}
 	*s = (*s)[:len(*s)+1]
 	return &(*s)[len(*s)-1]
+}
+
+// string returns a copy of b as a string, carved from one buffer that is
+// never written again once a string points into it.
+func (a *decodeArena) string(b []byte) string {
+	if len(b) == 0 || len(b) > 512 {
+		return string(b)
+	}
+	if cap(a.strs)-len(a.strs) < len(b) {
+		a.strs = make([]byte, 0, 4096)
+	}
+	start := len(a.strs)
+	a.strs = append(a.strs, b...)
+	return unsafe.String(&a.strs[start], len(b))
 }
 
 func (a *decodeArena) text(v string, utf16 bool) *Text {
@@ -239,7 +255,7 @@ func decodeEventTree(ev *Event, kind RegisterKind, alg HashAlg, tree bool, a *de
 		}
 		rule = ruleData
 	case EV_EFI_ACTION, EV_ACTION, EV_OMIT_BOOT_DEVICE_EVENTS:
-		if s, ok := printableASCII(d); ok {
+		if s, ok := printableASCIIIn(d, a); ok {
 			out.Data = a.text(s, false)
 		} else {
 			err = fmt.Errorf("measure: %v: data is not ASCII text", ev.Type)
@@ -251,7 +267,7 @@ func decodeEventTree(ev *Event, kind RegisterKind, alg HashAlg, tree bool, a *de
 	case EV_POST_CODE, EV_POST_CODE2:
 		// A string ("ACPI DATA", "Embedded UEFI Driver", ...), a firmware
 		// blob or a firmware blob2, of any length.
-		if s, ok := printableASCII(d); ok {
+		if s, ok := printableASCIIIn(d, a); ok {
 			out.Data = a.text(s, false)
 		} else if f, ferr := parseFirmwareBlob(d); ferr == nil {
 			out.Data = f
@@ -275,7 +291,7 @@ func decodeEventTree(ev *Event, kind RegisterKind, alg HashAlg, tree bool, a *de
 			t, err = parseTaggedEvent(d)
 			if err == nil {
 				out.Data = t
-			} else if s, ok := printableASCII(d); ok {
+			} else if s, ok := printableASCIIIn(d, a); ok {
 				// Some CC firmware logs the Linux stub's tag without its
 				// header: only the description.
 				out.Data, err = a.text(s, false), nil
@@ -302,7 +318,7 @@ func decodeEventTree(ev *Event, kind RegisterKind, alg HashAlg, tree bool, a *de
 			rule = ruleOptional
 		}
 	default:
-		if s, ok := printableASCII(d); ok {
+		if s, ok := printableASCIIIn(d, a); ok {
 			out.Data = a.text(s, false)
 		}
 	}
@@ -342,7 +358,7 @@ var grubPrefixes = []struct {
 // strings it also returns the bytes GRUB hashed, in both forms GRUB uses;
 // they alias d.
 func decodeIPL(d []byte, a *decodeArena) (*Text, []byte, []byte) {
-	if s, ok := printableASCII(d); ok {
+	if s, ok := printableASCIIIn(d, a); ok {
 		t := a.text(s, false)
 		for _, p := range grubPrefixes {
 			if strings.HasPrefix(s, p.prefix) {

@@ -148,6 +148,12 @@ func decodeUCS2(b []byte) (string, bool) {
 // printableASCII reports whether b (without trailing NULs) is non-empty
 // printable ASCII text.
 func printableASCII(b []byte) (string, bool) {
+	return printableASCIIIn(b, nil)
+}
+
+// printableASCIIIn is printableASCII with the string copied into an
+// arena's buffer when a is not nil.
+func printableASCIIIn(b []byte, a *decodeArena) (string, bool) {
 	for len(b) > 0 && b[len(b)-1] == 0 {
 		b = b[:len(b)-1]
 	}
@@ -161,6 +167,9 @@ func printableASCII(b []byte) (string, bool) {
 	}
 	if s, ok := commonStrings[string(b)]; ok { // no allocation for the lookup
 		return s, true
+	}
+	if a != nil {
+		return a.string(b), true
 	}
 	return string(b), true
 }
