@@ -322,6 +322,9 @@ func (t *TPM) properties() [][2]uint32 {
 	if s.DisableClear {
 		perm |= 1 << 8
 	}
+	if s.DA.RecoveryTime != 0 && s.DA.FailedTries >= s.DA.MaxTries {
+		perm |= 1 << 9 // inLockout
+	}
 	perm |= 1 << 10 // tpmGeneratedEPS
 	counters := 0
 	for _, nv := range s.NV {
@@ -390,10 +393,10 @@ func (t *TPM) properties() [][2]uint32 {
 		{0x20B, uint32(maxNVIndices - len(s.NV))},
 		{0x20C, 0}, // TPM_PT_ALGORITHM_SET
 		{0x20D, 2}, // TPM_PT_LOADED_CURVES
-		{0x20E, 0}, // TPM_PT_LOCKOUT_COUNTER
-		{0x20F, 0}, // TPM_PT_MAX_AUTH_FAIL: no dictionary-attack lockout yet
-		{0x210, 0},
-		{0x211, 0},
+		{0x20E, s.DA.FailedTries},
+		{0x20F, s.DA.MaxTries},
+		{0x210, s.DA.RecoveryTime},
+		{0x211, s.DA.LockoutRecovery},
 		{0x212, 0},
 		{0x213, 0},
 		{0x214, 0},

@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"io"
 	"math/big"
+	"slices"
 	"sync"
 	"testing"
 
@@ -581,4 +582,68 @@ func TestDifferentialCapabilities(t *testing.T) {
 			t.Errorf("curve %#x not in the reference", c)
 		}
 	}
+}
+
+// TestDifferentialDictionaryAttack guesses an object's password until the
+// TPM locks out, on both TPMs, then resets the lockout.
+func TestDifferentialDictionaryAttack(t *testing.T) {
+	a := &recorder{tpm: newTestTPM(t)}
+	daScenario(t, a)
+	b := &recorder{tpm: simTPM{getSim(t)}}
+	daScenario(t, b)
+	// Three failures, then lockout even for the right password; after
+	// the reset it unseals; a wrong lockoutAuth locks lockoutAuth.
+	want := []uint32{0x98e, 0x98e, 0x98e, rcLockout, rcLockout, rcSuccess, rcSuccess, 0x98e, rcLockout}
+	if got := a.rcs[3:12]; !slices.Equal(got, want) {
+		t.Errorf("vtpm response codes %#x, want %#x", got, want)
+	}
+	if len(a.rcs) != len(b.rcs) {
+		t.Fatalf("vtpm ran %d commands, reference %d", len(a.rcs), len(b.rcs))
+	}
+	for i := range a.rcs {
+		if a.rcs[i] != b.rcs[i] {
+			t.Errorf("command %d (%#x): vtpm rc %#x, reference rc %#x", i, a.ccs[i], a.rcs[i], b.rcs[i])
+		}
+	}
+}
+
+func daScenario(t *testing.T, d transport.TPM) {
+	owner := tpm2.AuthHandle{Handle: tpm2.TPMRHOwner, Auth: pwAuth(nil)}
+	srk, err := tpm2.CreatePrimary{PrimaryHandle: owner, InPublic: tpm2.New2B(tpm2.ECCSRKTemplate)}.Execute(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srkH := tpm2.AuthHandle{Handle: srk.ObjectHandle, Name: srk.Name, Auth: pwAuth(nil)}
+	sealed, err := tpm2.Create{
+		ParentHandle: srkH,
+		InSensitive: tpm2.TPM2BSensitiveCreate{Sensitive: &tpm2.TPMSSensitiveCreate{
+			UserAuth: tpm2.TPM2BAuth{Buffer: []byte("correct horse")},
+			Data:     tpm2.NewTPMUSensitiveCreate(&tpm2.TPM2BSensitiveData{Buffer: []byte("secret")}),
+		}},
+		InPublic: tpm2.New2B(tpm2.TPMTPublic{
+			Type: tpm2.TPMAlgKeyedHash, NameAlg: tpm2.TPMAlgSHA256,
+			ObjectAttributes: tpm2.TPMAObject{FixedTPM: true, FixedParent: true, UserWithAuth: true},
+		}),
+	}.Execute(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	obj, err := tpm2.Load{ParentHandle: srkH, InPrivate: sealed.OutPrivate, InPublic: sealed.OutPublic}.Execute(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	unseal := func(pw string) {
+		tpm2.Unseal{ItemHandle: tpm2.AuthHandle{Handle: obj.ObjectHandle, Name: obj.Name, Auth: pwAuth([]byte(pw))}}.Execute(d)
+	}
+	for _, pw := range []string{"guess1", "guess2", "guess3", "guess4", "correct horse"} {
+		unseal(pw)
+	}
+	reset := func(pw string) { d.Send(rawCommand(ccDictionaryAttackLockReset, []uint32{rhLockout}, 1, []byte(pw))) }
+	reset("")
+	unseal("correct horse")
+	// A wrong lockout password locks lockoutAuth itself.
+	reset("x")
+	reset("")
+	tpm2.FlushContext{FlushHandle: obj.ObjectHandle}.Execute(d)
+	tpm2.FlushContext{FlushHandle: srk.ObjectHandle}.Execute(d)
 }

@@ -22,6 +22,7 @@ const (
 	hkContext                         // TPMI_DH_CONTEXT
 	hkEntity                          // TPMI_DH_ENTITY
 	hkPolicySession                   // TPMI_SH_POLICY
+	hkLockout                         // TPMI_RH_LOCKOUT
 )
 
 // role is the authorization role a command requires for a handle (Part 1,
@@ -319,6 +320,8 @@ func validHandle(k handleKind, h uint32) bool {
 		return h == rhOwner || h == rhEndorsement || h == rhPlatform || h == rhLockout || h == rhNull
 	case hkPolicySession:
 		return h>>24 == htPolicySession
+	case hkLockout:
+		return h == rhLockout
 	}
 	return false
 }
@@ -408,13 +411,20 @@ func (t *TPM) authorize(c *call, i int) uint32 {
 		if !ok {
 			return rcAuthUnavailable
 		}
+		exempt := t.daExempt(h)
+		if !exempt {
+			if rc := t.daCheck(h); rc != rcSuccess {
+				return rc
+			}
+		}
 		if !authEqual(auth, s.hmac) {
 			// Entities exempt from dictionary-attack protection fail
-			// with TPM_RC_BAD_AUTH, others with TPM_RC_AUTH_FAIL (Part
-			// 1, section 19.8.3). Lockout counting is not implemented.
-			if t.daExempt(h) {
+			// with TPM_RC_BAD_AUTH, others with TPM_RC_AUTH_FAIL and
+			// count towards lockout (Part 1, section 19.8.3).
+			if exempt {
 				return qualify(rcBadAuth, q)
 			}
+			t.daFailed(h)
 			return qualify(rcAuthFail, q)
 		}
 		return rcSuccess

@@ -29,10 +29,12 @@
 // LoadExternal, ReadPublic, Unseal, Sign, VerifySignature, Quote, Certify,
 // FlushContext, ContextSave, ContextLoad, EvictControl), NV (DefineSpace,
 // UndefineSpace, Write, Read, ReadPublic, Increment, Extend) and
-// HierarchyChangeAuth, Clear, Hash and TestParms. Policy sessions can be
+// HierarchyChangeAuth, Clear, Hash, TestParms, and dictionary-attack
+// protection (DictionaryAttackLockReset, DictionaryAttackParameters).
+// Policy sessions can be
 // started and flushed (go-tpm-tools starts one for each EK) but not yet used
-// for authorization; HMAC sessions, parameter encryption, dictionary-attack
-// lockout and the mssim and swtpm transports come next.
+// for authorization; HMAC sessions, parameter encryption and the mssim and
+// swtpm transports come next.
 //
 // # Where to start
 //

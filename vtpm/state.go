@@ -43,6 +43,8 @@ type state struct {
 
 	ContextSeq uint64 `cbor:"61,keyasint"`
 	MaxCounter uint64 `cbor:"62,keyasint"`
+
+	DA daState `cbor:"70,keyasint"`
 }
 
 // saved is the state TPM2_Shutdown(STATE) keeps for TPM2_Startup(STATE).
@@ -57,6 +59,7 @@ func newState(vmid string) *state {
 		Persistent: map[uint32]*object{},
 		Transient:  map[uint32]*object{},
 		NV:         map[uint32]*nvIndex{},
+		DA:         newDAState(),
 	}
 	random(s.PlatformSeed[:])
 	random(s.OwnerSeed[:])
