@@ -134,7 +134,8 @@ func decodeEvent(ev *Event, kind RegisterKind, alg HashAlg) DecodedEvent {
 // decodeArena hands out the values that decoding creates from a few large
 // allocations instead of one each. A nil arena allocates normally.
 type decodeArena struct {
-	strs   []byte // backing bytes of strings; never written once used
+	sums   []sumEntry // digests of short contents logs repeat (separators, EFI actions)
+	strs   []byte     // backing bytes of strings; never written once used
 	texts  []Text
 	vars   []UEFIVariable
 	images []ImageLoad
@@ -143,10 +144,42 @@ type decodeArena struct {
 
 func next[T any](s *[]T) *T {
 	if len(*s) == cap(*s) {
-		*s = make([]T, 0, 32)
+		*s = make([]T, 0, min(max(8, 2*cap(*s)), 256))
 	}
 	*s = (*s)[:len(*s)+1]
 	return &(*s)[len(*s)-1]
+}
+
+type sumEntry struct {
+	alg  HashAlg
+	n    int
+	data [48]byte
+	sum  [MaxDigestSize]byte
+}
+
+// matches is the package's matches, remembering the digests of the first
+// few short contents: separators and EFI actions repeat in every log.
+func (a *decodeArena) matches(ev *Event, alg HashAlg, content []byte) bool {
+	if a == nil || len(content) > len(sumEntry{}.data) {
+		return matches(ev, alg, content)
+	}
+	want, ok := ev.Digest(alg)
+	if !ok || !alg.Known() {
+		return false
+	}
+	for i := range a.sums {
+		e := &a.sums[i]
+		if e.alg == alg && e.n == len(content) && bytes.Equal(e.data[:e.n], content) {
+			return bytes.Equal(e.sum[:alg.Size()], want)
+		}
+	}
+	sum, _ := alg.Sum(content)
+	if len(a.sums) < 8 {
+		e := sumEntry{alg: alg, n: len(content), sum: sum}
+		copy(e.data[:], content)
+		a.sums = append(a.sums, e)
+	}
+	return bytes.Equal(sum[:alg.Size()], want)
 }
 
 // string returns a copy of b as a string, carved from one buffer that is
@@ -156,7 +189,7 @@ func (a *decodeArena) string(b []byte) string {
 		return string(b)
 	}
 	if cap(a.strs)-len(a.strs) < len(b) {
-		a.strs = make([]byte, 0, 4096)
+		a.strs = make([]byte, 0, min(max(1024, 2*cap(a.strs)), 16384))
 	}
 	start := len(a.strs)
 	a.strs = append(a.strs, b...)
@@ -329,8 +362,11 @@ func decodeEventTree(ev *Event, kind RegisterKind, alg HashAlg, tree bool, a *de
 	if alg == 0 || rule == ruleNone || ev.Type == EV_NO_ACTION {
 		return out
 	}
+	cached := ev.Type == EV_SEPARATOR || ev.Type == EV_EFI_ACTION
 	switch {
-	case matches(ev, alg, d) || (alt != nil && matches(ev, alg, alt)):
+	case cached && a.matches(ev, alg, d):
+		out.Binding = BindingMatched
+	case !cached && (matches(ev, alg, d) || (alt != nil && matches(ev, alg, alt))):
 		out.Binding = BindingMatched
 	case varData != nil && matches(ev, alg, varData):
 		out.Binding = BindingVariableData
