@@ -239,20 +239,17 @@ func (t *TPM) run(c *call, cmd []byte) uint32 {
 		}
 		ar := newReader(r.bytes(int(authSize)))
 		for !ar.empty() {
-			if c.nsess == len(c.sess) {
-				return rcAuthSize
-			}
 			n := c.nsess
 			ar.q = rcS | uint32(n+1)<<8
+			if n == len(c.sess) {
+				return qualify(rcSize, ar.q)
+			}
 			s := &c.sess[n]
 			s.handle = ar.u32()
 			s.nonce = ar.b2b(maxDigestSize)
 			s.attrs = ar.u8()
 			s.hmac = ar.b2b(maxDigestSize)
 			if !ar.ok() {
-				if ar.code&0xFF == rcInsufficient {
-					return rcAuthSize
-				}
 				return ar.code
 			}
 			c.nsess++
@@ -393,9 +390,9 @@ func (t *TPM) authorize(c *call, i int) uint32 {
 	if i >= c.def.auth {
 		// A session beyond the authorized handles could only be an
 		// audit or encryption session, which this TPM does not support
-		// yet.
+		// yet; a password session there has no handle to authorize.
 		if s.handle == rsPW {
-			return rcAuthContext
+			return qualify(rcHandle, q)
 		}
 		return qualify(rcAttributes, q)
 	}
