@@ -496,3 +496,34 @@ func TestVSMIdentityKeyDecoded(t *testing.T) {
 		t.Fatalf("VSM identity key = %+v", k)
 	}
 }
+
+// TestSystemdStubFacts: a unified kernel image booted by systemd-stub
+// measures its PE sections into PCR 11, the command line into PCR 12 and
+// system extensions into PCR 13, as UTF-16 descriptions.
+func TestSystemdStubFacts(t *testing.T) {
+	cmdline := utf16le("console=ttyS0 root=/dev/vda1\x00")
+	raw := buildSHA1Log([]legacyEvent{
+		{11, EV_IPL, utf16le(".linux\x00")},
+		{11, EV_IPL, utf16le(".initrd\x00")},
+		{12, EV_IPL, cmdline},
+		{13, EV_IPL, utf16le("debug-tools.raw\x00")},
+	})
+	l := mustParse(t, raw)
+	// systemd-stub's section digests are of the sections, not of the
+	// descriptions: give them other digests.
+	for _, i := range []int{0, 1, 3} {
+		ev := &l.UnverifiedEvents()[i]
+		raw[ev.Offset+8] ^= 0xFF
+	}
+	f := factsOf(t, raw, nil)
+	st := f.Linux.Stub
+	if st == nil || len(st.Sections) != 2 || st.Sections[0].Path != ".linux" || len(st.SysExts) != 1 {
+		t.Fatalf("stub facts = %+v", st)
+	}
+	if st.CommandLine == nil || st.CommandLine.Value != "console=ttyS0 root=/dev/vda1" || !st.CommandLine.Bound {
+		t.Fatalf("command line = %+v, want bound", st.CommandLine)
+	}
+	if len(f.Findings) != 0 {
+		t.Fatalf("findings %v", f.Findings)
+	}
+}
