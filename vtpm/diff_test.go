@@ -660,3 +660,71 @@ func daScenario(t *testing.T, d transport.TPM) {
 	tpm2.FlushContext{FlushHandle: obj.ObjectHandle}.Execute(d)
 	tpm2.FlushContext{FlushHandle: srk.ObjectHandle}.Execute(d)
 }
+
+// TestDifferentialTemplates creates primaries from invalid templates on
+// both TPMs and compares the response codes.
+func TestDifferentialTemplates(t *testing.T) {
+	d := newDual(t)
+	owner := tpm2.AuthHandle{Handle: tpm2.TPMRHOwner, Auth: pwAuth(nil)}
+	ecc := func(f func(p *tpm2.TPMTPublic)) tpm2.TPMTPublic {
+		p := tpm2.ECCSRKTemplate
+		f(&p)
+		return p
+	}
+	signParms := tpm2.NewTPMUPublicParms(tpm2.TPMAlgECC, &tpm2.TPMSECCParms{
+		Scheme:  tpm2.TPMTECCScheme{Scheme: tpm2.TPMAlgECDSA, Details: tpm2.NewTPMUAsymScheme(tpm2.TPMAlgECDSA, &tpm2.TPMSSigSchemeECDSA{HashAlg: tpm2.TPMAlgSHA256})},
+		CurveID: tpm2.TPMECCNistP256,
+	})
+	cases := map[string]tpm2.TPMTPublic{
+		"no sensitiveDataOrigin":       ecc(func(p *tpm2.TPMTPublic) { p.ObjectAttributes.SensitiveDataOrigin = false }),
+		"fixedTPM without fixedParent": ecc(func(p *tpm2.TPMTPublic) { p.ObjectAttributes.FixedParent = false }),
+		"restricted sign and decrypt":  ecc(func(p *tpm2.TPMTPublic) { p.ObjectAttributes.SignEncrypt = true }),
+		"storage key without symmetric": ecc(func(p *tpm2.TPMTPublic) {
+			p.Parameters = tpm2.NewTPMUPublicParms(tpm2.TPMAlgECC, &tpm2.TPMSECCParms{
+				Symmetric: tpm2.TPMTSymDefObject{Algorithm: tpm2.TPMAlgNull}, CurveID: tpm2.TPMECCNistP256})
+		}),
+		"storage key with a scheme": ecc(func(p *tpm2.TPMTPublic) {
+			p.Parameters = tpm2.NewTPMUPublicParms(tpm2.TPMAlgECC, &tpm2.TPMSECCParms{
+				Symmetric: tpm2.TPMTSymDefObject{Algorithm: tpm2.TPMAlgAES, KeyBits: tpm2.NewTPMUSymKeyBits(tpm2.TPMAlgAES, tpm2.TPMKeyBits(128)), Mode: tpm2.NewTPMUSymMode(tpm2.TPMAlgAES, tpm2.TPMAlgCFB)},
+				Scheme:    tpm2.TPMTECCScheme{Scheme: tpm2.TPMAlgECDSA, Details: tpm2.NewTPMUAsymScheme(tpm2.TPMAlgECDSA, &tpm2.TPMSSigSchemeECDSA{HashAlg: tpm2.TPMAlgSHA256})},
+				CurveID:   tpm2.TPMECCNistP256})
+		}),
+		"restricted signer without scheme": ecc(func(p *tpm2.TPMTPublic) {
+			p.ObjectAttributes.Decrypt = false
+			p.ObjectAttributes.SignEncrypt = true
+			p.Parameters = tpm2.NewTPMUPublicParms(tpm2.TPMAlgECC, &tpm2.TPMSECCParms{CurveID: tpm2.TPMECCNistP256})
+		}),
+		"signer with symmetric": ecc(func(p *tpm2.TPMTPublic) {
+			p.ObjectAttributes.Decrypt = false
+			p.ObjectAttributes.Restricted = false
+			p.ObjectAttributes.SignEncrypt = true
+		}),
+		"unrestricted signer": ecc(func(p *tpm2.TPMTPublic) {
+			p.ObjectAttributes.Decrypt = false
+			p.ObjectAttributes.Restricted = false
+			p.ObjectAttributes.SignEncrypt = true
+			p.Parameters = signParms
+		}),
+		"policy of the wrong size": ecc(func(p *tpm2.TPMTPublic) { p.AuthPolicy = tpm2.TPM2BDigest{Buffer: make([]byte, 20)} }),
+		"sealed object with origin": {
+			Type: tpm2.TPMAlgKeyedHash, NameAlg: tpm2.TPMAlgSHA256,
+			ObjectAttributes: tpm2.TPMAObject{FixedTPM: true, FixedParent: true, UserWithAuth: true, SensitiveDataOrigin: true},
+		},
+		"rsa exponent 3": func() tpm2.TPMTPublic {
+			p := tpm2.RSASRKTemplate
+			p.Parameters = tpm2.NewTPMUPublicParms(tpm2.TPMAlgRSA, &tpm2.TPMSRSAParms{
+				Symmetric: tpm2.TPMTSymDefObject{Algorithm: tpm2.TPMAlgAES, KeyBits: tpm2.NewTPMUSymKeyBits(tpm2.TPMAlgAES, tpm2.TPMKeyBits(128)), Mode: tpm2.NewTPMUSymMode(tpm2.TPMAlgAES, tpm2.TPMAlgCFB)},
+				KeyBits:   2048, Exponent: 3})
+			return p
+		}(),
+	}
+	for name, tmpl := range cases {
+		t.Run(name, func(t *testing.T) {
+			d.t = t
+			rsp, err := tpm2.CreatePrimary{PrimaryHandle: owner, InPublic: tpm2.New2B(tmpl)}.Execute(d)
+			if err == nil {
+				tpm2.FlushContext{FlushHandle: rsp.ObjectHandle}.Execute(d)
+			}
+		})
+	}
+}

@@ -76,6 +76,11 @@ func parseCreation(r *reader) (creationParams, uint32) {
 		return p, rc
 	}
 	if rc := checkTemplate(p.pub, &p.sc); rc != rcSuccess {
+		if rc == rcRange {
+			// An unsupported RSA exponent fails in key generation,
+			// without a parameter number, as in the reference.
+			return p, rc
+		}
 		if rc == rcSize && len(p.sc.Data) != 0 && (p.pub.Type == algRSA || p.pub.Type == algECC) {
 			return p, qualify(rc, rcP|rcN)
 		}

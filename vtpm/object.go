@@ -212,7 +212,10 @@ func checkTemplate(p *publicArea, sc *sensitiveCreate) uint32 {
 			return rcAttributes
 		}
 		if !sign && !decrypt {
-			// A sealed data object.
+			// A sealed data object: the caller provides the data.
+			if a&oaSensitiveDataOrigin != 0 {
+				return rcAttributes
+			}
 			if p.Scheme != algNull {
 				return rcScheme
 			}
