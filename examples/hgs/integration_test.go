@@ -30,8 +30,8 @@ import (
 
 	"github.com/shieldvm/shieldvm/attest"
 	"github.com/shieldvm/shieldvm/examples/host/agent"
+	"github.com/shieldvm/shieldvm/examples/host/bootlog"
 	"github.com/shieldvm/shieldvm/examples/internal/api"
-	"github.com/shieldvm/shieldvm/examples/internal/bootlog"
 	"github.com/shieldvm/shieldvm/keyprotector"
 	"github.com/shieldvm/shieldvm/measure"
 	"github.com/shieldvm/shieldvm/policy"

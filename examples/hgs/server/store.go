@@ -85,12 +85,16 @@ type Store interface {
 //	hosts/<key sha256>.json one registered host
 //	kp/<kp id>.json         the newest state of a key protector released
 //
-// It serializes its writers with a mutex, so one process may share it
-// between goroutines; it is not safe for several processes at once (a
-// distributed backend implements Store for replicas).
+// It serializes its writers with mutexes (the anti-rollback records one
+// key protector at a time), so one process may share it between
+// goroutines; it is not safe for several processes at once (a distributed
+// backend implements Store for replicas).
 type DirStore struct {
 	dir string
-	mu  sync.Mutex
+	mu  sync.Mutex // policy and hosts
+	// kpMu serializes Advance per key protector (striped by id), so that
+	// VMs starting at once do not wait for each other's writes.
+	kpMu [64]sync.Mutex
 }
 
 var _ Store = (*DirStore)(nil)
@@ -259,8 +263,9 @@ type kpState struct {
 
 // Advance implements keyprotector.RollbackStore.
 func (s *DirStore) Advance(ctx context.Context, id keyprotector.ID, st keyprotector.State) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	mu := &s.kpMu[id[0]%byte(len(s.kpMu))]
+	mu.Lock()
+	defer mu.Unlock()
 	name := filepath.Join("kp", hex.EncodeToString(id[:])+".json")
 	b, err := s.read(name)
 	switch {
@@ -285,4 +290,100 @@ func (s *DirStore) Advance(ctx context.Context, id keyprotector.ID, st keyprotec
 		return err
 	}
 	return s.write(name, nb)
+}
+
+// MemoryStore is a Store in memory, for tests and single-process demos: it
+// forgets everything when the process ends, anti-rollback records
+// included. It is safe for concurrent use; its zero value is ready.
+type MemoryStore struct {
+	mu     sync.RWMutex
+	policy []byte
+	hosts  map[[32]byte]Host
+	kp     keyprotector.MemoryStore
+}
+
+var _ Store = (*MemoryStore)(nil)
+
+// Policy implements Store.
+func (m *MemoryStore) Policy(ctx context.Context) ([]byte, error) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if m.policy == nil {
+		return nil, fmt.Errorf("%w: policy", ErrNotFound)
+	}
+	return bytes.Clone(m.policy), nil
+}
+
+// SetPolicy implements Store.
+func (m *MemoryStore) SetPolicy(ctx context.Context, doc []byte) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.policy = bytes.Clone(doc)
+	return nil
+}
+
+// Host implements Store.
+func (m *MemoryStore) Host(ctx context.Context, keyDigest [32]byte) (*Host, error) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	h, ok := m.hosts[keyDigest]
+	if !ok {
+		return nil, fmt.Errorf("%w: host", ErrNotFound)
+	}
+	return &h, nil
+}
+
+// Hosts implements Store.
+func (m *MemoryStore) Hosts(ctx context.Context) ([]Host, error) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	var out []Host
+	for _, h := range m.hosts {
+		out = append(out, h)
+	}
+	slices.SortFunc(out, func(a, b Host) int { return cmpString(a.ID, b.ID) })
+	return out, nil
+}
+
+// PutHost implements Store.
+func (m *MemoryStore) PutHost(ctx context.Context, h *Host) error {
+	if !ValidHostID(h.ID) {
+		return fmt.Errorf("hgs: store: invalid host id %q", h.ID)
+	}
+	if _, err := x509.ParsePKIXPublicKey(h.Key); err != nil {
+		return fmt.Errorf("hgs: store: host %s: key: %v", h.ID, err)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, o := range m.hosts {
+		sameKey := bytes.Equal(o.Key, h.Key)
+		if (o.ID == h.ID) != sameKey || (sameKey && o.Mode != h.Mode) {
+			return fmt.Errorf("%w: host %s", ErrConflict, o.ID)
+		}
+	}
+	if m.hosts == nil {
+		m.hosts = map[[32]byte]Host{}
+	}
+	c := *h
+	c.Key = bytes.Clone(h.Key)
+	m.hosts[h.KeyDigest()] = c
+	return nil
+}
+
+// DeleteHost implements Store.
+func (m *MemoryStore) DeleteHost(ctx context.Context, id string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for d, h := range m.hosts {
+		if h.ID == id {
+			delete(m.hosts, d)
+			return nil
+		}
+	}
+	return fmt.Errorf("%w: host %q", ErrNotFound, id)
+}
+
+// Advance implements keyprotector.RollbackStore.
+func (m *MemoryStore) Advance(ctx context.Context, id keyprotector.ID, st keyprotector.State) error {
+	return m.kp.Advance(ctx, id, st)
 }
