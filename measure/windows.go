@@ -101,17 +101,18 @@ type ELAMDriver struct {
 // WindowsModule is a loaded-module aggregation: one image Windows loaded,
 // with its Authenticode hash and signer.
 type WindowsModule struct {
+	// Event is the index of the event the module's aggregation is in.
+	Event            int    `json:"event"`
 	Path             UTF16  `json:"path,omitempty"`
 	HashAlgorithm    uint32 `json:"hash_algorithm,omitempty"` // a Windows ALG_ID (0x800c: SHA-256)
+	Validated        bool   `json:"validated"`
 	AuthenticodeHash Hex    `json:"authenticode_hash,omitempty"`
 	ImageSize        uint64 `json:"image_size,omitempty"`
-	Validated        bool   `json:"validated"`
 	Issuer           UTF16  `json:"issuer,omitempty"`
 	Publisher        UTF16  `json:"publisher,omitempty"`
 	Serial           Hex    `json:"serial,omitempty"`
 	Thumbprint       Hex    `json:"sha1_thumbprint,omitempty"`
 	SVN              uint64 `json:"svn,omitempty"`
-	Events           []int  `json:"events"`
 }
 
 type windowsExtractor struct {
@@ -368,7 +369,7 @@ func (we *windowsExtractor) one(ev *Event, e *SIPAEvent) {
 func (we *windowsExtractor) module(ev *Event, agg *SIPAEvent) {
 	we.w.Modules = append(we.w.Modules, WindowsModule{})
 	m := &we.w.Modules[len(we.w.Modules)-1]
-	m.Events = we.x.evs(ev.Index)
+	m.Event = ev.Index
 	it := sipaIter{b: agg.Data}
 	for t, d, ok := it.nextRaw(); ok; t, d, ok = it.nextRaw() {
 		var err error

@@ -262,7 +262,7 @@ func printFacts(w io.Writer, out *factsJSON) {
 		pb("windows.dump_encryption_enabled", wf.DumpEncryptionEnabled)
 		pb("windows.pagefile_encryption_enabled", wf.PagefileEncryptionEnabled)
 		if len(wf.Modules) > 0 {
-			p("windows.modules", len(wf.Modules), wf.Modules[0].Events, true)
+			p("windows.modules", len(wf.Modules), []int{wf.Modules[0].Event}, true)
 		}
 	}
 	if c := f.Confidential; c != nil {
