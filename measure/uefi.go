@@ -269,8 +269,8 @@ func (im *ImageLoad) String() string {
 // GPT is a UEFI_GPT_DATA structure (PC Client Platform Firmware Profile,
 // section 10.4.5): the GPT header and the partition entries that are in use.
 type GPT struct {
-	DiskGUID   GUID
-	Partitions []GPTPartition
+	DiskGUID   GUID           `json:"disk_guid"`
+	Partitions []GPTPartition `json:"partitions"`
 }
 
 // GPTPartition is one partition entry of a [GPT].
@@ -340,9 +340,9 @@ func (g *GPT) String() string {
 // UEFI_PLATFORM_FIRMWARE_BLOB2 (PC Client Platform Firmware Profile,
 // section 10.4.7). It is also a form of EV_POST_CODE data.
 type FirmwareBlob struct {
-	Description string // BLOB2 only
-	Base        uint64
-	Length      uint64
+	Description string `json:"description,omitempty"` // BLOB2 only
+	Base        uint64 `json:"base"`
+	Length      uint64 `json:"length"`
 }
 
 func (f *FirmwareBlob) decoded() {}
