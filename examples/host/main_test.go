@@ -1,0 +1,114 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/pem"
+	"fmt"
+	"log/slog"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/shieldvm/shieldvm/attest"
+	"github.com/shieldvm/shieldvm/examples/hgs/server"
+	"github.com/shieldvm/shieldvm/examples/host/agent"
+	"github.com/shieldvm/shieldvm/keyprotector"
+	"github.com/shieldvm/shieldvm/measure"
+	"github.com/shieldvm/shieldvm/policy"
+)
+
+const logPath = "../demo/testdata/rhel8-uefi.bin"
+
+// TestHostCommands runs new-vm, identity and unlock (twice: the second
+// start uses the re-keyed key protector and re-sealed state the first one
+// wrote) against the service, with a vtpm host booted from the real log.
+func TestHostCommands(t *testing.T) {
+	ctx := context.Background()
+	g, _ := keyprotector.GenerateGuardian(&keyprotector.GuardianConfig{Name: "hgs"})
+	tk, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	svc, err := server.New(server.Config{
+		Store: &server.MemoryStore{}, Guardian: g, TokenKey: tk, ChallengeSecret: make([]byte, 32),
+		AdminTokenSHA256: sha256.Sum256([]byte("admin-token-for-tests")), Logger: slog.New(slog.DiscardHandler),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := httptest.NewUnstartedServer(svc.Handler())
+	ts.StartTLS()
+	defer ts.Close()
+	dir := t.TempDir()
+	ca := filepath.Join(dir, "ca.pem")
+	os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ts.Certificate().Raw}), 0o644)
+	admin := &agent.Client{URL: ts.URL, HTTP: ts.Client(), AdminToken: "admin-token-for-tests"}
+
+	cmd := func(want int, args ...string) string {
+		t.Helper()
+		var out, errb bytes.Buffer
+		if code := run(ctx, args, &out, &errb); code != want {
+			t.Fatalf("host %s: exit %d, want %d\n%s%s", strings.Join(args, " "), code, want, out.String(), errb.String())
+		}
+		return out.String() + errb.String()
+	}
+	kp, state, hostState := filepath.Join(dir, "vm.kp"), filepath.Join(dir, "vm.vtpm"), filepath.Join(dir, "host")
+	cmd(0, "new-vm", "-hgs", ts.URL, "-ca", ca, "-owner", filepath.Join(dir, "owner.key"), "-kp", kp, "-vtpm-state", state, "-vm", "vm-7")
+
+	// The service knows neither the host nor a policy yet.
+	cmd(1, "unlock", "-hgs", ts.URL, "-ca", ca, "-kp", kp, "-vtpm-state", state, "-vm", "vm-7", "-state", hostState, "-tpm", "vtpm", "-eventlog", logPath)
+
+	var idOut, idErr bytes.Buffer
+	if code := run(ctx, []string{"identity", "-state", hostState, "-tpm", "vtpm", "-eventlog", logPath}, &idOut, &idErr); code != 0 {
+		t.Fatalf("identity: %d %s", code, idErr.String())
+	}
+	if !strings.Contains(idErr.String(), "mode=host-key") {
+		t.Fatalf("identity: %s", idErr.String())
+	}
+	if err := admin.RegisterHost(ctx, "host-a", attest.ModeHostKey, idOut.Bytes()); err != nil {
+		t.Fatal(err)
+	}
+	if err := admin.SetPolicy(ctx, pcrPolicy(t)); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 2 {
+		out := cmd(0, "unlock", "-v", "-hgs", ts.URL, "-ca", ca, "-kp", kp, "-vtpm-state", state, "-vm", "vm-7", "-state", hostState, "-tpm", "vtpm", "-eventlog", logPath)
+		if !strings.Contains(out, fmt.Sprintf("re-keyed to generation %d", i+1)) || !strings.Contains(out, "health token") {
+			t.Fatalf("start %d:\n%s", i, out)
+		}
+	}
+	// The VM's files opened under another VM id: refused.
+	cmd(1, "unlock", "-hgs", ts.URL, "-ca", ca, "-kp", kp, "-vtpm-state", state, "-vm", "vm-8", "-state", hostState, "-tpm", "vtpm", "-eventlog", logPath)
+	// Usage errors.
+	cmd(2, "unlock", "-hgs", ts.URL)
+	cmd(2, "frobnicate")
+	cmd(2, "identity", "-state", hostState, "-tpm", "vtpm")
+}
+
+func pcrPolicy(t *testing.T) []byte {
+	raw, err := os.ReadFile(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := measure.Parse(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	regs, err := l.Replay()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pol := &policy.Policy{Version: policy.Version, ID: "host-test", PCRs: map[string]map[string][]policy.Digest{"sha256": {}}}
+	for r := range 8 {
+		pol.PCRs["sha256"][fmt.Sprint(r)] = []policy.Digest{regs.Bank(measure.SHA256).Value(r)}
+	}
+	b, err := pol.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
