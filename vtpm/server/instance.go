@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"net"
 	"sync"
 	"time"
 
@@ -146,6 +147,10 @@ type Instance struct {
 	dirty       bool
 	closed      bool
 	dataBusy    bool // the swtpm data fd is in use
+
+	// wrapData, if not nil, wraps each data channel passed with
+	// CMD_SET_DATAFD (tests record the firmware's commands with it).
+	wrapData func(net.Conn) net.Conn
 
 	// Connections being served, so that Close and a cancelled Serve can
 	// end them.
@@ -332,6 +337,17 @@ func (in *Instance) powerOnLocked(ctx context.Context, force bool) error {
 	in.powered = true
 	in.epoch++
 	return nil
+}
+
+// PowerOn powers the TPM on, as TPM_SIGNAL_POWER_ON does: if it was off,
+// this is _TPM_Init and the TPM then waits for TPM2_Startup; if it was on,
+// nothing changes. Transports power the TPM on themselves (the mssim
+// platform port, the swtpm CMD_INIT); PowerOn is for a data channel served
+// without them.
+func (in *Instance) PowerOn(ctx context.Context) error {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	return in.powerOnLocked(ctx, false)
 }
 
 func (in *Instance) powerOffLocked() {

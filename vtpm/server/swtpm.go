@@ -89,8 +89,9 @@ const (
 const minBufferSize = 1024
 
 // ServeSwtpm serves the swtpm control channel on ctrlLn (a unix socket,
-// QEMU's -chardev socket,path=... for -tpmdev emulator) and, if dataLn is
-// not nil, TPM commands on dataLn (swtpm's --server). QEMU passes its data
+// QEMU's -chardev socket,path=... for -tpmdev emulator) and TPM commands
+// on dataLn (swtpm's --server); either may be nil. Without a control
+// channel, call [Instance.PowerOn] first. QEMU passes its data
 // channel over the control channel with CMD_SET_DATAFD and SCM_RIGHTS;
 // that channel lives as long as the control connection that passed it.
 // Control connections are served one at a time, as swtpm does.
@@ -100,23 +101,27 @@ const minBufferSize = 1024
 // if Config.Terminate is set, ctx.Err() when ctx is done, ErrClosed after
 // [Instance.Close], or the error of a listener.
 func (in *Instance) ServeSwtpm(ctx context.Context, ctrlLn, dataLn net.Listener) error {
+	if ctrlLn == nil && dataLn == nil {
+		return errors.New("server: ServeSwtpm needs a listener")
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	n := 1
-	if dataLn != nil {
-		n = 2
+	errs := make(chan error, 2)
+	n := 0
+	if ctrlLn != nil {
+		n++
+		go func() {
+			errs <- in.serveListenerN(ctx, ctrlLn, 1, func(ctx context.Context, c net.Conn) error {
+				err := in.swtpmCtrl(ctx, c)
+				if in.cfg.Terminate && (err == nil || !errors.Is(err, ErrStopped)) {
+					return errTerminate
+				}
+				return err
+			})
+		}()
 	}
-	errs := make(chan error, n)
-	go func() {
-		errs <- in.serveListenerN(ctx, ctrlLn, 1, func(ctx context.Context, c net.Conn) error {
-			err := in.swtpmCtrl(ctx, c)
-			if in.cfg.Terminate && (err == nil || !errors.Is(err, ErrStopped)) {
-				return errTerminate
-			}
-			return err
-		})
-	}()
 	if dataLn != nil {
+		n++
 		go func() {
 			errs <- in.serveListener(ctx, dataLn, func(ctx context.Context, c net.Conn) error {
 				return in.swtpmData(ctx, c)
@@ -183,14 +188,21 @@ func (in *Instance) swtpmData(ctx context.Context, raw conn) error {
 // descriptor passed with SCM_RIGHTS (at most one: an older one is closed,
 // and so are extra descriptors of one message).
 type fdConn struct {
-	*net.UnixConn
+	msgConn
 	mu  sync.Mutex
 	fd  int
 	oob []byte
 }
 
-func newFDConn(c *net.UnixConn) *fdConn {
-	return &fdConn{UnixConn: c, fd: -1, oob: make([]byte, syscall.CmsgSpace(4*4))}
+// msgConn is a connection that can receive file descriptors, such as a
+// *net.UnixConn.
+type msgConn interface {
+	net.Conn
+	ReadMsgUnix(b, oob []byte) (n, oobn, flags int, addr *net.UnixAddr, err error)
+}
+
+func newFDConn(c msgConn) *fdConn {
+	return &fdConn{msgConn: c, fd: -1, oob: make([]byte, syscall.CmsgSpace(4*4))}
 }
 
 func (f *fdConn) Read(p []byte) (int, error) {
@@ -246,7 +258,7 @@ func (f *fdConn) Close() error {
 		f.fd = -1
 	}
 	f.mu.Unlock()
-	return f.UnixConn.Close()
+	return f.msgConn.Close()
 }
 
 // ctrlSession is the state of one control connection.
@@ -265,7 +277,7 @@ type ctrlSession struct {
 func (in *Instance) swtpmCtrl(ctx context.Context, nc net.Conn) error {
 	var raw conn = nc
 	var take func() (net.Conn, error)
-	if uc, ok := nc.(*net.UnixConn); ok {
+	if uc, ok := nc.(msgConn); ok {
 		fc := newFDConn(uc)
 		defer fc.Close()
 		raw, take = fc, fc.take
@@ -607,13 +619,17 @@ func (s *ctrlSession) startData(dc net.Conn) uint32 {
 	}
 	s.data = dc
 	s.dataDone = make(chan struct{})
+	var served conn = dc
+	if s.in.wrapData != nil {
+		served = s.in.wrapData(dc)
+	}
 	go func() {
 		defer close(s.dataDone)
 		defer s.in.untrack(dc)
 		defer dc.Close()
 		stop := context.AfterFunc(s.ctx, func() { dc.Close() })
 		defer stop()
-		if err := s.in.swtpmData(s.ctx, dc); err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
+		if err := s.in.swtpmData(s.ctx, served); err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
 			s.in.log.Info("server: data channel ended", "err", err)
 		}
 	}()
