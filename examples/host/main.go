@@ -5,6 +5,7 @@
 //	host identity -state DIR [-tpm auto|vtpm|PATH] [-eventlog FILE]
 //	host unlock   -hgs URL -ca CERT -kp FILE -vtpm-state FILE -vm ID [...]
 //	host new-vm   -hgs URL -ca CERT -owner FILE -kp FILE -vtpm-state FILE -vm ID
+//	host baseline -eventlog FILE [-id ID]
 //
 // The host's TPM is /dev/tpmrm0 when present (-tpm auto), or a vtpm for
 // local runs whose state lives in -state (host-tpm.sealed, host-tpm.key):
@@ -18,7 +19,9 @@
 // the state sealed under the next key, as a host does when a VM stops.
 // new-vm is the VM owner's side, for local runs: it makes the owner's
 // guardian (if -owner does not exist), a key protector for the owner and
-// the service's guardian, and a new vTPM sealed under its key.
+// the service's guardian, and a new vTPM sealed under its key. baseline
+// prints a policy document (package policy) that allows the SHA-256 values
+// of PCRs 0-7 a known-good boot log replays to, for PUT /v1/admin/policy.
 package main
 
 import (
@@ -50,13 +53,15 @@ import (
 	"github.com/shieldvm/shieldvm/examples/host/bootlog"
 	"github.com/shieldvm/shieldvm/keyprotector"
 	"github.com/shieldvm/shieldvm/measure"
+	"github.com/shieldvm/shieldvm/policy"
 	"github.com/shieldvm/shieldvm/vtpm"
 )
 
 const usage = `usage:
   host identity -state DIR [-tpm auto|vtpm|PATH] [-eventlog FILE] [-mode tpm|host-key]
   host unlock   -hgs URL -ca CERT -kp FILE -vtpm-state FILE -vm ID [-state DIR] [-tpm ...] [-eventlog FILE] [-mode ...]
-  host new-vm   -hgs URL -ca CERT -owner FILE -kp FILE -vtpm-state FILE -vm ID`
+  host new-vm   -hgs URL -ca CERT -owner FILE -kp FILE -vtpm-state FILE -vm ID
+  host baseline -eventlog FILE [-id ID]`
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
@@ -80,6 +85,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = unlock(ctx, args[1:], stdout, stderr)
 	case "new-vm":
 		err = newVM(ctx, args[1:], stdout, stderr)
+	case "baseline":
+		err = baseline(args[1:], stdout, stderr)
 	default:
 		err = fmt.Errorf("%w: unknown command %q", errUsage, args[0])
 	}
@@ -508,4 +515,51 @@ func newVM(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	fmt.Fprintf(stdout, "VM %s: key protector %v for the owner and guardian %q; vTPM sealed under its key\n", *vmID, kp.ID(), desc.Name())
 	return nil
+}
+
+func baseline(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("baseline", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("eventlog", "", "boot event log of a known-good host")
+	id := fs.String("id", "baseline", "the policy's id")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *path == "" {
+		return fmt.Errorf("%w: -eventlog is required", errUsage)
+	}
+	raw, err := os.ReadFile(*path)
+	if err != nil {
+		return err
+	}
+	l, err := measure.Parse(raw)
+	if err != nil {
+		return err
+	}
+	regs, err := l.Replay()
+	if err != nil {
+		return err
+	}
+	bank := regs.Bank(measure.SHA256)
+	if bank == nil {
+		return errors.New("the log has no SHA-256 bank")
+	}
+	pol := &policy.Policy{
+		Version:     policy.Version,
+		ID:          *id,
+		Description: "SHA-256 PCRs 0-7 of the boot in " + filepath.Base(*path),
+		PCRs:        map[string]map[string][]policy.Digest{"sha256": {}},
+	}
+	for r := range 8 {
+		pol.PCRs["sha256"][fmt.Sprint(r)] = []policy.Digest{bank.Value(r)}
+	}
+	if err := pol.Check(); err != nil {
+		return err
+	}
+	b, err := pol.Marshal()
+	if err != nil {
+		return err
+	}
+	_, err = stdout.Write(append(b, '\n'))
+	return err
 }

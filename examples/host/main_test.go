@@ -72,7 +72,11 @@ func TestHostCommands(t *testing.T) {
 	if err := admin.RegisterHost(ctx, "host-a", attest.ModeHostKey, idOut.Bytes()); err != nil {
 		t.Fatal(err)
 	}
-	if err := admin.SetPolicy(ctx, pcrPolicy(t)); err != nil {
+	pol := cmd(0, "baseline", "-eventlog", logPath, "-id", "host-test")
+	if want := string(pcrPolicy(t)); !strings.Contains(pol, strings.TrimSpace(want[strings.Index(want, `"pcrs"`):])) {
+		t.Fatalf("baseline:\n%s\nwant the PCRs of:\n%s", pol, want)
+	}
+	if err := admin.SetPolicy(ctx, []byte(pol)); err != nil {
 		t.Fatal(err)
 	}
 	for i := range 2 {
@@ -86,6 +90,7 @@ func TestHostCommands(t *testing.T) {
 	// Usage errors.
 	cmd(2, "unlock", "-hgs", ts.URL)
 	cmd(2, "frobnicate")
+	cmd(2, "baseline")
 	cmd(2, "identity", "-state", hostState, "-tpm", "vtpm")
 }
 
