@@ -26,7 +26,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-tpm-tools/simulator"
 	"github.com/google/go-tpm/tpm2"
+	"github.com/google/go-tpm/tpm2/transport"
 
 	"github.com/shieldvm/shieldvm/attest"
 	"github.com/shieldvm/shieldvm/examples/host/agent"
@@ -621,4 +623,71 @@ func TestGracefulShutdown(t *testing.T) {
 	if !strings.Contains(p.logs.String(), "shutting down") {
 		t.Errorf("logs: %s", p.logs.String())
 	}
+}
+
+// TestIntegrationTPMMode runs the TPM-mode flow (EK registered, credential
+// activation) against hgs over HTTPS, with the reference TPM simulator as
+// the host's TPM: the vtpm has no TPM2_ActivateCredential yet.
+func TestIntegrationTPMMode(t *testing.T) {
+	sim, err := simulator.Get()
+	if err != nil {
+		t.Skipf("no TPM simulator: %v", err)
+	}
+	defer sim.Close()
+	tpm := transport.FromReadWriter(sim)
+	ctx := context.Background()
+	p := startHGS(t)
+	hostAPI, admin := p.api(false), p.api(true)
+	log, err := bootlog.KeepBanks(goodLog(t), measure.SHA256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := bootlog.Extend(tpm, log); err != nil {
+		t.Fatal(err)
+	}
+	ag, err := agent.New(ctx, hostAPI, tpm, agent.Config{EventLog: func(context.Context) ([]byte, error) { return log, nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ag.Close()
+	if ag.Mode() != attest.ModeTPM {
+		t.Fatalf("mode %v", ag.Mode())
+	}
+	if err := admin.SetPolicy(ctx, pcrPolicy(t, log)); err != nil {
+		t.Fatal(err)
+	}
+	desc, err := hostAPI.Guardian(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kp, state := newVM(t, desc)
+	_, err = ag.Unlock(ctx, kp)
+	wantCode(t, err, api.CodeUnregistered, 403)
+
+	ek, err := ag.IdentityPEM()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The EK registered as a host key is not accepted as an EK.
+	if err := admin.RegisterHost(ctx, "tpm-host", attest.ModeHostKey, ek); err != nil {
+		t.Fatal(err)
+	}
+	_, err = ag.Unlock(ctx, kp)
+	wantCode(t, err, api.CodeUnregistered, 403)
+	if err := admin.RemoveHost(ctx, "tpm-host"); err != nil {
+		t.Fatal(err)
+	}
+	if err := admin.RegisterHost(ctx, "tpm-host", attest.ModeTPM, ek); err != nil {
+		t.Fatal(err)
+	}
+	rel, err := ag.Unlock(ctx, kp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rel.Destroy()
+	vm, err := agent.StartVM(rel, state, "vm-1", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vm.Close()
 }
