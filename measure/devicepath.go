@@ -171,7 +171,9 @@ func (n DevicePathNode) String() string {
 		case n.SubType == 23 && len(d) == 12:
 			return fmt.Sprintf("NVMe(0x%x,%X)", le32(d), d[4:12])
 		case n.SubType == 24:
-			return fmt.Sprintf("Uri(%s)", d)
+			if s, ok := printableASCII(d); (ok && isPrintable(s)) || len(d) == 0 {
+				return "Uri(" + s + ")"
+			}
 		case n.SubType == 26 && len(d) == 1:
 			return fmt.Sprintf("SD(0x%x)", d[0])
 		case n.SubType == 29 && len(d) == 1:
@@ -186,7 +188,9 @@ func (n DevicePathNode) String() string {
 		case n.SubType == 3 && len(d) >= 16:
 			return vendorNode("VenMedia", d)
 		case n.SubType == 4:
-			if s, ok := decodeUCS2(d); ok {
+			// Printed as is only when printable, so that a hostile path
+			// cannot forge lines in a report.
+			if s, ok := decodeUCS2(d); ok && isPrintable(s) {
 				return s
 			}
 		case n.SubType == 5 && len(d) == 16:

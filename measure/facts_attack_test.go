@@ -527,3 +527,26 @@ func TestSystemdStubFacts(t *testing.T) {
 		t.Fatalf("findings %v", f.Findings)
 	}
 }
+
+// TestForgedReportLinesEscaped: a hostile log cannot forge lines in a
+// printed report: names and paths with control characters are escaped.
+func TestForgedReportLinesEscaped(t *testing.T) {
+	path := []byte{DevicePathMedia, 4}
+	name := utf16le("\\EFI\nFINDING none\x00")
+	path = binary.LittleEndian.AppendUint16(path, uint16(4+len(name)))
+	path = append(path, name...)
+	path = append(path, DevicePathEnd, 0xFF, 4, 0)
+	img := make([]byte, 32)
+	binary.LittleEndian.PutUint64(img[24:], uint64(len(path)))
+	img = append(img, path...)
+	raw := buildSHA1Log([]legacyEvent{
+		{4, EV_EFI_BOOT_SERVICES_APPLICATION, img},
+		{7, EV_EFI_VARIABLE_DRIVER_CONFIG, uefiVar(GlobalVariableGUID, "Secure\nBoot", []byte{1})},
+	})
+	l := mustParse(t, raw)
+	for i := range l.UnverifiedEvents() {
+		if s := DescribeUnverified(&l.UnverifiedEvents()[i]); bytes.ContainsAny([]byte(s), "\n\r") {
+			t.Errorf("event %d description has a line break: %q", i, s)
+		}
+	}
+}

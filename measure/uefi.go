@@ -3,6 +3,7 @@ package measure
 import (
 	"encoding/binary"
 	"fmt"
+	"strconv"
 	"strings"
 )
 
@@ -58,7 +59,11 @@ func (v *UEFIVariable) decoded() {}
 
 // String describes the variable: "8be4df61-...:SecureBoot (1 byte)".
 func (v *UEFIVariable) String() string {
-	s := fmt.Sprintf("%s %s, %d bytes", v.vendor(), v.Name, len(v.Data))
+	name := v.Name
+	if !isPrintable(name) {
+		name = strconv.Quote(name)
+	}
+	s := fmt.Sprintf("%s %s, %d bytes", v.vendor(), name, len(v.Data))
 	switch {
 	case v.is(GlobalVariableGUID, "SecureBoot", "SetupMode", "AuditMode", "DeployedMode"):
 		if b, err := v.Bool(); err == nil {
