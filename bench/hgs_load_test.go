@@ -1,9 +1,4 @@
-//go:build hgsload && unix
-
-// The hgsload tag keeps this file out of the bench module's build until its
-// go.sum has the entries of the example service's dependencies
-// (fxamacker/cbor, veraison/go-cose, x448/float16): run `go mod tidy` in
-// bench/ once, then drop the tag.
+//go:build unix
 
 package bench
 
