@@ -78,8 +78,11 @@ type RegisterResult struct {
 // Report is the outcome of [Log.Verify], register by register.
 type Report struct {
 	// Results lists every quoted register and every register the log
-	// extends, sorted by bank, then register.
+	// extends in a quoted bank, sorted by bank, then register.
 	Results []RegisterResult
+	// UnquotedBanks lists the banks of the log for which no value was
+	// quoted. They are not replayed, and nothing in them is verified.
+	UnquotedBanks []HashAlg
 	// Prefix is the number of events the quoted values cover. A log read
 	// after the quote may have grown: events from Prefix on came after the
 	// quote and are not verified.
@@ -211,7 +214,7 @@ type check struct {
 
 func (l *Log) verify(quoted QuotedValues, quirks Quirk) (*VerifiedLog, error) {
 	var rp replayer
-	if err := rp.init(l, quirks); err != nil {
+	if err := rp.init(l, quirks, quoted); err != nil {
 		return nil, err
 	}
 	nregs := uint32(l.Kind.NumRegisters())
@@ -298,7 +301,7 @@ func (l *Log) verify(quoted QuotedValues, quirks Quirk) (*VerifiedLog, error) {
 	}
 	// Replay again up to the prefix, for the register values there.
 	var rp2 replayer
-	if err := rp2.init(l, quirks); err != nil {
+	if err := rp2.init(l, quirks, quoted); err != nil {
 		return nil, err
 	}
 	for i := range prefix {
@@ -311,6 +314,11 @@ func (l *Log) verify(quoted QuotedValues, quirks Quirk) (*VerifiedLog, error) {
 // replayed over events[:prefix].
 func (l *Log) verifiedView(quoted QuotedValues, quirks Quirk, prefix int, rp *replayer) (*VerifiedLog, error) {
 	rep := &Report{Prefix: prefix, Events: len(l.recs)}
+	for _, b := range l.Banks {
+		if b.Alg.Known() && len(quoted[b.Alg]) == 0 {
+			rep.UnquotedBanks = append(rep.UnquotedBanks, b.Alg)
+		}
+	}
 	var counts [MaxBanks][24]int
 	var extended [MaxBanks]uint32
 	for i := range prefix {

@@ -322,3 +322,28 @@ func TestWindowsQuotedPCRs(t *testing.T) {
 		t.Errorf("%d of %d events verified", got, len(l.UnverifiedEvents()))
 	}
 }
+
+// TestUnquotedBankNotReplayed: a bank without quoted values is listed as
+// unquoted and costs no hashing; the quoted bank verifies alone.
+func TestUnquotedBankNotReplayed(t *testing.T) {
+	l := loadLog(t, "eventlogs/ubuntu-2104-no-secure-boot.bin")
+	q := quotedFromReplay(t, l)
+	delete(q, SHA1)
+	delete(q, SHA384)
+	v, err := l.Verify(q, VerifyOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep := v.Report()
+	if len(rep.UnquotedBanks) != 2 || rep.UnquotedBanks[0] != SHA1 || rep.UnquotedBanks[1] != SHA384 {
+		t.Fatalf("unquoted banks = %v", rep.UnquotedBanks)
+	}
+	for _, r := range rep.Results {
+		if r.Alg != SHA256 || r.Status != Matched {
+			t.Fatalf("%v[%d]: %v", r.Alg, r.Register, r.Status)
+		}
+	}
+	if !v.Verified(4) {
+		t.Fatal("PCR 4 not verified by its SHA-256 bank")
+	}
+}

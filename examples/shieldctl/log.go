@@ -255,6 +255,9 @@ func logVerify(_ context.Context, e *env, args []string) error {
 			fmt.Fprintf(e.stdout, "%-7s %s %2d  bank not in the log\n", r.Alg, regName(l.Kind), r.Register)
 		}
 	}
+	for _, a := range rep.UnquotedBanks {
+		fmt.Fprintf(e.stdout, "%-7s bank not quoted: not replayed, nothing in it verified\n", a)
+	}
 	if rep.Prefix < rep.Events {
 		fmt.Fprintf(e.stdout, "the quoted values cover events 0-%d; events %d-%d came after the quote and are not verified\n", rep.Prefix-1, rep.Prefix, rep.Events-1)
 	}
