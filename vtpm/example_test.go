@@ -4,6 +4,8 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"github.com/google/go-tpm-tools/client"
+	legacy "github.com/google/go-tpm/legacy/tpm2"
 
 	"github.com/google/go-tpm/tpm2"
 	"github.com/shieldvm/shieldvm/vtpm"
@@ -55,4 +57,23 @@ func ExampleOpen() {
 	// Output:
 	// opened generation 1
 	// true
+}
+
+func ExampleTPM_ReadWriter() {
+	v, err := vtpm.New(vtpm.Config{VMID: "vm-42"})
+	if err != nil {
+		panic(err)
+	}
+	defer v.Close()
+	ak, err := client.AttestationKeyECC(v.ReadWriter())
+	if err != nil {
+		panic(err)
+	}
+	defer ak.Close()
+	q, err := ak.Quote(legacy.PCRSelection{Hash: legacy.AlgSHA256, PCRs: []int{0, 7}}, []byte("nonce"))
+	if err != nil {
+		panic(err)
+	}
+	fmt.Println("quote over", len(q.GetPcrs().GetPcrs()), "PCRs, verified by go-tpm-tools")
+	// Output: quote over 2 PCRs, verified by go-tpm-tools
 }
