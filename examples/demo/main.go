@@ -253,7 +253,10 @@ func baseline(log []byte) ([]byte, error) {
 		Version:     policy.Version,
 		ID:          "fabric-baseline-1",
 		Description: "PCRs 0-7 of a known-good host (GCE Shielded VM, RHEL 8, Secure Boot on)",
-		PCRs:        map[string]map[string][]policy.Digest{"sha256": {}},
+		// What the measured boot must show, judged event by event, and the
+		// exact PCR values of the known-good host.
+		HGS:  &policy.HGSRules{SecureBootEnabled: policy.Enforce, UefiDebugDisabled: policy.Enforce},
+		PCRs: map[string]map[string][]policy.Digest{"sha256": {}},
 	}
 	for r := range 8 {
 		pol.PCRs["sha256"][fmt.Sprint(r)] = []policy.Digest{b.Value(r)}
