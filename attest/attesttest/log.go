@@ -150,3 +150,30 @@ func (b *LogBuilder) Extend(tpm transport.TPM) error {
 	}
 	return nil
 }
+
+// SIPA encodes one Windows measured-boot (SIPA) event as wbcl.h lays it
+// out: the type, the payload's size (both little-endian uint32) and the
+// payload. A container's payload is its children's encodings one after
+// the other. Windows logs trees of them as the data of EV_EVENT_TAG
+// events in PCRs 12-14.
+func SIPA(typ measure.SIPAType, payload ...[]byte) []byte {
+	n := 0
+	for _, p := range payload {
+		n += len(p)
+	}
+	out := make([]byte, 8, 8+n)
+	binary.LittleEndian.PutUint32(out, uint32(typ))
+	binary.LittleEndian.PutUint32(out[4:], uint32(n))
+	for _, p := range payload {
+		out = append(out, p...)
+	}
+	return out
+}
+
+// SIPAUint encodes a SIPA event whose payload is a little-endian integer
+// of size bytes (1, 2, 4 or 8), as Windows logs booleans (one byte) and
+// numbers.
+func SIPAUint(typ measure.SIPAType, v uint64, size int) []byte {
+	p := binary.LittleEndian.AppendUint64(nil, v)
+	return SIPA(typ, p[:size])
+}
