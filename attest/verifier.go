@@ -284,6 +284,15 @@ func verifyLog(data []byte, pcrs measure.QuotedValues, quirks measure.Quirk) (*m
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrLog, err)
 	}
+	if err := checkCovered(vlog); err != nil {
+		return nil, err
+	}
+	return vlog, nil
+}
+
+// checkCovered refuses a verified log that extends a register no quoted
+// bank covers.
+func checkCovered(vlog *measure.VerifiedLog) error {
 	rep := vlog.Report()
 	// Events after rep.Prefix came after the quote (the log grew): they
 	// are absent from the verified view, so nothing is decided on them.
@@ -303,9 +312,9 @@ func verifyLog(data []byte, pcrs measure.QuotedValues, quirks measure.Quirk) (*m
 		}
 	}
 	if len(notQuoted) > 0 {
-		return nil, fmt.Errorf("%w: the log extends registers the quote does not cover: %v", ErrLog, notQuoted)
+		return fmt.Errorf("%w: the log extends registers the quote does not cover: %v", ErrLog, notQuoted)
 	}
-	return vlog, nil
+	return nil
 }
 
 // identify checks the identity proof of the evidence's mode.
