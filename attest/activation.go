@@ -51,6 +51,18 @@ func parseEKPublic(b []byte) (*ekPublic, error) {
 	return &ekPublic{pub: p, name: p.name()}, nil
 }
 
+// NewTPMChallenge returns a challenge for ModeTPM and the credential, bound
+// to it, that the host must activate with its EK to show that the AK lives
+// in the same TPM. ekPublic and akPublic are TPMT_PUBLIC encodings. The
+// credential's secret is derived from the challenge and the two names
+// under the Challenger's key, so the Challenger keeps no state: any
+// [Verifier] whose Challenger shares its secret checks the activation.
+// A service that issues challenges on one path and verifies evidence on
+// another needs only a Challenger on the first.
+func (c *Challenger) NewTPMChallenge(ekPublic, akPublic []byte) (*TPMChallenge, error) {
+	return c.newTPMChallenge(ekPublic, akPublic)
+}
+
 // newTPMChallenge makes a challenge and the credential bound to it: the
 // secret is derived from the challenge and the names of the EK and AK, so
 // the verifier keeps no state (see [Challenger]).

@@ -337,3 +337,40 @@ func TestDebuggerBootDenied(t *testing.T) {
 		}
 	})
 }
+
+// TestChallengerAloneMakesTPMChallenges: a front end that holds only a
+// Challenger (no registry, no policy) makes the ModeTPM challenge; a
+// verifier replica whose Challenger shares the secret accepts the
+// activation, and one with another secret refuses it.
+func TestChallengerAloneMakesTPMChallenges(t *testing.T) {
+	withSimulator(t, AttesterConfig{}, func(e *env) {
+		front, err := NewChallenger(bytes.Repeat([]byte{7}, 32), ChallengeConfig{Now: e.clk.Now})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ch, err := front.NewTPMChallenge(e.att.EKPublic(), e.att.AKPublic())
+		if err != nil {
+			t.Fatal(err)
+		}
+		ev, err := e.att.AttestTPM(context.Background(), ch, e.release, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := e.ver.Verify(context.Background(), ev); err != nil {
+			t.Fatalf("replica sharing the secret: %v", err)
+		}
+		other, err := NewChallenger(bytes.Repeat([]byte{8}, 32), ChallengeConfig{Now: e.clk.Now})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg := e.cfg
+		cfg.Challenger = other
+		v2, err := NewVerifier(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := v2.Verify(context.Background(), ev); !errors.Is(err, ErrChallengeInvalid) {
+			t.Fatalf("replica with another secret: err = %v, want ErrChallengeInvalid", err)
+		}
+	})
+}

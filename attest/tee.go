@@ -181,7 +181,7 @@ func VerifySNP(ctx context.Context, ev *SNPEvidence, opts SNPOptions) (*Verified
 	if ev == nil {
 		return nil, fmt.Errorf("%w SNP evidence: nil", ErrMalformed)
 	}
-	report, err := sevabi.ReportToProto(ev.Report)
+	report, err := parseSNPReport(ev.Report)
 	if err != nil {
 		return nil, fmt.Errorf("%w SEV-SNP report: %v", ErrMalformed, err)
 	}
@@ -310,7 +310,7 @@ func VerifyTDX(ctx context.Context, ev *TDXEvidence, opts TDXOptions) (*Verified
 	if ev == nil {
 		return nil, fmt.Errorf("%w TDX evidence: nil", ErrMalformed)
 	}
-	q, err := tdxabi.QuoteToProto(ev.Quote)
+	q, err := parseTDXQuote(ev.Quote)
 	if err != nil {
 		return nil, fmt.Errorf("%w TDX quote: %v", ErrMalformed, err)
 	}
@@ -389,4 +389,27 @@ func VerifyTDX(ctx context.Context, ev *TDXEvidence, opts TDXOptions) (*Verified
 	}
 	v.Log = vlog
 	return v, nil
+}
+
+// parseTDXQuote is go-tdx-guest's quote decoder, which panics on some
+// malformed quotes (a QE authentication data size beyond the buffer, found
+// by FuzzVerifyTDX): the panic is turned into an error, since input must
+// never take a verifier down.
+func parseTDXQuote(b []byte) (q any, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			q, err = nil, fmt.Errorf("decoder panic: %v", r)
+		}
+	}()
+	return tdxabi.QuoteToProto(b)
+}
+
+// parseSNPReport is go-sev-guest's report decoder, guarded the same way.
+func parseSNPReport(b []byte) (r *sevpb.Report, err error) {
+	defer func() {
+		if x := recover(); x != nil {
+			r, err = nil, fmt.Errorf("decoder panic: %v", x)
+		}
+	}()
+	return sevabi.ReportToProto(b)
 }

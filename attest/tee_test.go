@@ -302,3 +302,42 @@ func TestTDXForgedRootChainRejected(t *testing.T) {
 		t.Fatalf("err = %v, want ErrTEEReport", err)
 	}
 }
+
+// teeErr reports whether err is one of the documented errors of TEE
+// verification.
+func teeErr(err error) bool {
+	for _, e := range []error{ErrMalformed, ErrTEEReport, ErrReportData, ErrTEEDebug, ErrLog} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
+}
+
+// FuzzVerifySNP feeds reports to VerifySNP with the real VCEK and roots:
+// it must return one of its documented errors, never panic.
+func FuzzVerifySNP(f *testing.F) {
+	ev, opts := snpEvidence(f)
+	f.Add(ev.Report)
+	f.Add(ev.Report[:100])
+	f.Fuzz(func(t *testing.T, report []byte) {
+		_, err := VerifySNP(context.Background(), &SNPEvidence{Report: report, VCEK: ev.VCEK}, opts)
+		if err != nil && !teeErr(err) {
+			t.Fatalf("undocumented error %v", err)
+		}
+	})
+}
+
+// FuzzVerifyTDX feeds quotes and CCEL logs to VerifyTDX: one of its
+// documented errors, never a panic.
+func FuzzVerifyTDX(f *testing.F) {
+	ev, opts := cosEvidence(f)
+	f.Add(ev.Quote, ev.EventLog)
+	f.Add(readTestdata(f, "tdx/tdx_prod_quote_SPR_E4.dat"), []byte(nil))
+	f.Fuzz(func(t *testing.T, quote, log []byte) {
+		_, err := VerifyTDX(context.Background(), &TDXEvidence{Quote: quote, EventLog: log}, opts)
+		if err != nil && !teeErr(err) {
+			t.Fatalf("undocumented error %v", err)
+		}
+	})
+}

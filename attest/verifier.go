@@ -108,9 +108,8 @@ func NewVerifier(cfg VerifierConfig) (*Verifier, error) {
 // NewChallenge returns a challenge for ModeHostKey or ModeAdmin.
 func (v *Verifier) NewChallenge() ([]byte, error) { return v.cfg.Challenger.New() }
 
-// NewTPMChallenge returns a challenge for ModeTPM and the credential, bound
-// to it, that the host must activate with its EK to show that the AK lives
-// in the same TPM. ekPublic and akPublic are TPMT_PUBLIC encodings.
+// NewTPMChallenge is [Challenger.NewTPMChallenge] with the verifier's
+// Challenger.
 func (v *Verifier) NewTPMChallenge(ekPublic, akPublic []byte) (*TPMChallenge, error) {
 	return v.cfg.Challenger.newTPMChallenge(ekPublic, akPublic)
 }
