@@ -11,6 +11,9 @@ type session struct {
 	typ      uint8
 	hashAlg  uint16
 	nonceTPM []byte
+
+	// policy is the state of a policy or trial session (policy.go).
+	policy policyState
 }
 
 // Session types (TPM_SE), Part 2, section 6.11.
@@ -36,12 +39,6 @@ func (t *TPM) flushSession(h uint32) {
 		clear(s.nonceTPM)
 	}
 	delete(t.sessions, h)
-}
-
-// authorizePolicy checks a policy session used for authorization. Policy
-// evaluation is not implemented yet.
-func (t *TPM) authorizePolicy(c *call, i int, q uint32) uint32 {
-	return rcAuthUnavailable
 }
 
 // cmdStartAuthSession is TPM2_StartAuthSession (Part 3, section 11.1),
