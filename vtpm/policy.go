@@ -5,6 +5,14 @@ package vtpm
 // that the policy commands record for the command the session authorizes.
 type policyState struct {
 	digest []byte // policyDigest, the size of the session's hash
+
+	// authValueNeeded (PolicyAuthValue) makes the session an HMAC
+	// session for the authorized entity: its command HMAC is checked with
+	// checkHMAC and its response carries an HMAC.
+	authValueNeeded bool
+	// passwordNeeded (PolicyPassword) makes the session's hmac field a
+	// password, compared with the entity's authValue.
+	passwordNeeded bool
 }
 
 // authorizePolicy checks a policy session used for authorization (Part 1,

@@ -110,3 +110,12 @@ func (t *TPM) cmdStartAuthSession(c *call) uint32 {
 	c.w.b2b(s.nonceTPM)
 	return rcSuccess
 }
+
+// checkHMAC checks the command HMAC of session i (an HMAC session, or a
+// policy session whose policy needs the authValue) against the authorized
+// entity's authValue auth (Part 1, section 19.6), counting a failure
+// towards dictionary-attack lockout unless the entity is exempt. HMAC
+// sessions are not implemented yet.
+func (t *TPM) checkHMAC(c *call, i int, auth []byte) uint32 {
+	return rcAuthUnavailable
+}
