@@ -341,7 +341,8 @@ func ParseWithOptions(data []byte, opts ParseOptions) (*Log, error) {
 			return nil, err
 		}
 	}
-	for _, r := range l.recs[1:] {
+	// Event 0 counts too: in a SHA-1 log it is an ordinary event.
+	for _, r := range l.recs {
 		if r.typ != EV_NO_ACTION && r.register < 32 {
 			l.extended |= 1 << r.register
 		}

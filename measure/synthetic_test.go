@@ -2,6 +2,7 @@ package measure
 
 import (
 	"bytes"
+	"crypto/sha1"
 	"crypto/sha512"
 	"encoding/binary"
 	"encoding/hex"
@@ -334,5 +335,32 @@ func TestEventMissingABank(t *testing.T) {
 	}
 	if v.Verified(4) {
 		t.Fatal("PCR 4 verified although its SHA-1 bank does not match")
+	}
+}
+
+// TestSHA1LogFirstEventVerified: in a SHA-1 log the first event is an
+// ordinary measurement, so a one-event log must verify against its
+// register, and a forged quote of that register must fail; skipping event
+// 0 would let a log that extends PCR 0 once claim any PCR 0 value.
+func TestSHA1LogFirstEventVerified(t *testing.T) {
+	raw := buildSHA1Log([]legacyEvent{{pcr: 0, typ: EV_S_CRTM_VERSION, data: []byte("1.0\x00")}})
+	l, err := Parse(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := sha1.Sum([]byte("1.0\x00"))
+	want := make([]byte, 20)
+	extend(SHA1, want, d[:])
+	v, err := l.Verify(QuotedValues{SHA1: {0: want}}, VerifyOptions{})
+	if err != nil {
+		t.Fatalf("Verify: %v", err)
+	}
+	if got := len(v.Events()); got != 1 {
+		t.Errorf("verified events = %d, want 1", got)
+	}
+	forged := make([]byte, 20)
+	forged[0] = 1
+	if _, err := l.Verify(QuotedValues{SHA1: {0: forged}}, VerifyOptions{}); !errors.Is(err, ErrMismatch) {
+		t.Errorf("Verify with a forged PCR 0: %v, want ErrMismatch", err)
 	}
 }
