@@ -1,0 +1,319 @@
+package vtpm
+
+import (
+	"bytes"
+	"crypto/rand"
+	"errors"
+	"testing"
+
+	"github.com/google/go-tpm/tpm2"
+	"github.com/google/go-tpm/tpm2/transport"
+)
+
+// testKey is a loaded key on some TPM: its handle, name and public area.
+type loadedKey struct {
+	handle tpm2.TPMHandle
+	name   tpm2.TPM2BName
+	pub    tpm2.TPM2BPublic
+}
+
+func (k loadedKey) auth() tpm2.AuthHandle {
+	return tpm2.AuthHandle{Handle: k.handle, Name: k.name, Auth: pwAuth(nil)}
+}
+
+func (k loadedKey) named() tpm2.NamedHandle { return tpm2.NamedHandle{Handle: k.handle, Name: k.name} }
+
+func (k loadedKey) flush(tp transport.TPM) { tpm2.FlushContext{FlushHandle: k.handle}.Execute(tp) }
+
+// createSRK creates a storage primary key (userWithAuth set, so password
+// sessions authorize it) in the owner hierarchy.
+func createSRK(t testing.TB, tp transport.TPM, tmpl tpm2.TPMTPublic) loadedKey {
+	t.Helper()
+	rsp, err := tpm2.CreatePrimary{
+		PrimaryHandle: tpm2.AuthHandle{Handle: tpm2.TPMRHOwner, Auth: pwAuth(nil)},
+		InPublic:      tpm2.New2B(tmpl),
+	}.Execute(tp)
+	if err != nil {
+		t.Fatalf("CreatePrimary: %v", err)
+	}
+	return loadedKey{rsp.ObjectHandle, rsp.Name, rsp.OutPublic}
+}
+
+// eccSigningTemplate is an unrestricted ECDSA P-256 key.
+var eccSigningTemplate = tpm2.TPMTPublic{
+	Type: tpm2.TPMAlgECC, NameAlg: tpm2.TPMAlgSHA256,
+	ObjectAttributes: tpm2.TPMAObject{FixedTPM: true, FixedParent: true, SensitiveDataOrigin: true, UserWithAuth: true, SignEncrypt: true},
+	Parameters: tpm2.NewTPMUPublicParms(tpm2.TPMAlgECC, &tpm2.TPMSECCParms{
+		Scheme:  tpm2.TPMTECCScheme{Scheme: tpm2.TPMAlgECDSA, Details: tpm2.NewTPMUAsymScheme(tpm2.TPMAlgECDSA, &tpm2.TPMSSigSchemeECDSA{HashAlg: tpm2.TPMAlgSHA256})},
+		CurveID: tpm2.TPMECCNistP256,
+	}),
+}
+
+// createChild creates and loads a child of parent from tmpl.
+func createChild(t testing.TB, tp transport.TPM, parent loadedKey, tmpl tpm2.TPMTPublic, sens *tpm2.TPMSSensitiveCreate) (loadedKey, tpm2.TPM2BPrivate) {
+	t.Helper()
+	cr := tpm2.Create{ParentHandle: parent.auth(), InPublic: tpm2.New2B(tmpl)}
+	if sens != nil {
+		cr.InSensitive = tpm2.TPM2BSensitiveCreate{Sensitive: sens}
+	}
+	rsp, err := cr.Execute(tp)
+	if err != nil {
+		t.Fatalf("Create: %v", err)
+	}
+	l, err := tpm2.Load{ParentHandle: parent.auth(), InPrivate: rsp.OutPrivate, InPublic: rsp.OutPublic}.Execute(tp)
+	if err != nil {
+		t.Fatalf("Load: %v", err)
+	}
+	return loadedKey{l.ObjectHandle, l.Name, rsp.OutPublic}, rsp.OutPrivate
+}
+
+// loadPublic loads the public part of a key from another TPM.
+func loadPublic(t testing.TB, tp transport.TPM, pub tpm2.TPM2BPublic) loadedKey {
+	t.Helper()
+	rsp, err := tpm2.LoadExternal{InPublic: pub, Hierarchy: tpm2.TPMRHNull}.Execute(tp)
+	if err != nil {
+		t.Fatalf("LoadExternal: %v", err)
+	}
+	return loadedKey{rsp.ObjectHandle, rsp.Name, pub}
+}
+
+func makeCredential(t testing.TB, tp transport.TPM, key loadedKey, name tpm2.TPM2BName, secret []byte) *tpm2.MakeCredentialResponse {
+	t.Helper()
+	rsp, err := tpm2.MakeCredential{Handle: key.handle, Credential: tpm2.TPM2BDigest{Buffer: secret}, ObjectName: name}.Execute(tp)
+	if err != nil {
+		t.Fatalf("MakeCredential: %v", err)
+	}
+	return rsp
+}
+
+func activateCredential(tp transport.TPM, obj, key loadedKey, blob, secret []byte) ([]byte, error) {
+	rsp, err := tpm2.ActivateCredential{
+		ActivateHandle: obj.auth(),
+		KeyHandle:      key.auth(),
+		CredentialBlob: tpm2.TPM2BIDObject{Buffer: blob},
+		Secret:         tpm2.TPM2BEncryptedSecret{Buffer: secret},
+	}.Execute(tp)
+	if err != nil {
+		return nil, err
+	}
+	return rsp.CertInfo.Buffer, nil
+}
+
+var srkTemplates = []struct {
+	name string
+	tmpl tpm2.TPMTPublic
+}{
+	{"ECC", tpm2.ECCSRKTemplate},
+	{"RSA", tpm2.RSASRKTemplate},
+}
+
+// TestCredentialRoundTrip makes credentials with our MakeCredential and
+// with go-tpm's software CreateCredential and activates them with our
+// ActivateCredential.
+func TestCredentialRoundTrip(t *testing.T) {
+	for _, st := range srkTemplates {
+		t.Run(st.name, func(t *testing.T) {
+			v := newTestTPM(t)
+			srk := createSRK(t, v, st.tmpl)
+			ak, _ := createChild(t, v, srk, eccSigningTemplate, nil)
+			secret := []byte("credential secret 0123456789abcd")
+
+			mc := makeCredential(t, v, srk, ak.name, secret)
+			got, err := activateCredential(v, ak, srk, mc.CredentialBlob.Buffer, mc.Secret.Buffer)
+			if err != nil || !bytes.Equal(got, secret) {
+				t.Fatalf("ActivateCredential(MakeCredential) = %q, %v", got, err)
+			}
+
+			pub, err := srk.pub.Contents()
+			if err != nil {
+				t.Fatal(err)
+			}
+			ek, err := tpm2.ImportEncapsulationKey(pub)
+			if err != nil {
+				t.Fatal(err)
+			}
+			id, enc, err := tpm2.CreateCredential(rand.Reader, ek, ak.name.Buffer, secret)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err = activateCredential(v, ak, srk, id, enc)
+			if err != nil || !bytes.Equal(got, secret) {
+				t.Fatalf("ActivateCredential(go-tpm CreateCredential) = %q, %v", got, err)
+			}
+		})
+	}
+}
+
+// TestCredentialCrossReference makes credentials on one TPM for a key of
+// the other and activates them there, both ways, between our vTPM and the
+// reference TPM.
+func TestCredentialCrossReference(t *testing.T) {
+	for _, st := range srkTemplates {
+		t.Run(st.name, func(t *testing.T) {
+			v := newTestTPM(t)
+			ref := simTPM{getSim(t)}
+			for _, dir := range []struct {
+				name       string
+				maker, act transport.TPM
+			}{{"vtpm to reference", v, ref}, {"reference to vtpm", ref, v}} {
+				srk := createSRK(t, dir.act, st.tmpl)
+				ak, _ := createChild(t, dir.act, srk, eccSigningTemplate, nil)
+				ext := loadPublic(t, dir.maker, srk.pub)
+				if !bytes.Equal(ext.name.Buffer, srk.name.Buffer) {
+					t.Errorf("%s: LoadExternal name %x, key name %x", dir.name, ext.name.Buffer, srk.name.Buffer)
+				}
+				secret := []byte("cross-TPM credential")
+				mc := makeCredential(t, dir.maker, ext, ak.name, secret)
+				got, err := activateCredential(dir.act, ak, srk, mc.CredentialBlob.Buffer, mc.Secret.Buffer)
+				if err != nil || !bytes.Equal(got, secret) {
+					t.Errorf("%s: ActivateCredential = %q, %v", dir.name, got, err)
+				}
+				ext.flush(dir.maker)
+				ak.flush(dir.act)
+				srk.flush(dir.act)
+			}
+		})
+	}
+}
+
+// credentialScenario runs credential commands, good and bad, on one TPM;
+// TestCredentialDifferential compares their response codes with the
+// reference's.
+func credentialScenario(t *testing.T, tp transport.TPM, tmpl tpm2.TPMTPublic) {
+	srk := createSRK(t, tp, tmpl)
+	ak, _ := createChild(t, tp, srk, eccSigningTemplate, nil)
+	secret := []byte("0123456789abcdef0123456789abcdef")
+	mc := makeCredential(t, tp, srk, ak.name, secret)
+	blob, enc := mc.CredentialBlob.Buffer, mc.Secret.Buffer
+	activateCredential(tp, ak, srk, blob, enc)
+
+	// Every byte of the blob and a few of the secret, flipped.
+	for i := range blob {
+		b := bytes.Clone(blob)
+		b[i] ^= 0x40
+		activateCredential(tp, ak, srk, b, enc)
+	}
+	for _, i := range []int{0, 1, 2, len(enc) / 2, len(enc) - 1} {
+		e := bytes.Clone(enc)
+		e[i] ^= 0x01
+		activateCredential(tp, ak, srk, blob, e)
+	}
+	activateCredential(tp, ak, srk, blob[:len(blob)-1], enc)
+	activateCredential(tp, ak, srk, blob[:1], enc)
+	activateCredential(tp, ak, srk, nil, enc)
+	activateCredential(tp, ak, srk, blob, enc[:len(enc)-1])
+	activateCredential(tp, ak, srk, blob, nil)
+	// The wrong object: the SRK itself.
+	activateCredential(tp, srk, srk, blob, enc)
+	// The wrong key: a signing key cannot activate.
+	activateCredential(tp, srk, ak, blob, enc)
+	// MakeCredential limits.
+	tpm2.MakeCredential{Handle: ak.handle, Credential: tpm2.TPM2BDigest{Buffer: secret}, ObjectName: ak.name}.Execute(tp)
+	tpm2.MakeCredential{Handle: srk.handle, Credential: tpm2.TPM2BDigest{Buffer: make([]byte, 33)}, ObjectName: ak.name}.Execute(tp)
+	tpm2.MakeCredential{Handle: srk.handle, Credential: tpm2.TPM2BDigest{Buffer: nil}, ObjectName: tpm2.TPM2BName{}}.Execute(tp)
+	ak.flush(tp)
+	srk.flush(tp)
+}
+
+func TestCredentialDifferential(t *testing.T) {
+	for _, st := range srkTemplates {
+		t.Run(st.name, func(t *testing.T) {
+			a := &recorder{tpm: newTestTPM(t)}
+			credentialScenario(t, a, st.tmpl)
+			b := &recorder{tpm: simTPM{getSim(t)}}
+			credentialScenario(t, b, st.tmpl)
+			compareRecorders(t, a, b)
+		})
+	}
+}
+
+func compareRecorders(t *testing.T, a, b *recorder) {
+	t.Helper()
+	if len(a.rcs) != len(b.rcs) {
+		t.Fatalf("vtpm ran %d commands, reference %d", len(a.rcs), len(b.rcs))
+	}
+	for i := range a.rcs {
+		if a.rcs[i] != b.rcs[i] {
+			t.Errorf("command %d (%#x): vtpm rc %#x, reference rc %#x", i, a.ccs[i], a.rcs[i], b.rcs[i])
+		}
+	}
+}
+
+// TestActivateCredentialWrongKeyRefused: a credential made for one TPM's
+// key does not activate with another key, even with the right object.
+func TestActivateCredentialWrongKeyRefused(t *testing.T) {
+	for _, st := range srkTemplates {
+		t.Run(st.name, func(t *testing.T) {
+			v := newTestTPM(t)
+			srk := createSRK(t, v, st.tmpl)
+			ak, _ := createChild(t, v, srk, eccSigningTemplate, nil)
+			// Another storage key of the same type, under the SRK.
+			tmpl := st.tmpl
+			tmpl.Unique = tpm2.TPMUPublicID{}
+			tmpl.ObjectAttributes.FixedTPM = true
+			other, _ := createChild(t, v, srk, tmpl, nil)
+			mc := makeCredential(t, v, srk, ak.name, []byte("for the SRK only"))
+			got, err := activateCredential(v, ak, other, mc.CredentialBlob.Buffer, mc.Secret.Buffer)
+			if err == nil {
+				t.Fatalf("ActivateCredential with the wrong key = %q", got)
+			}
+			// RSA-OAEP fails to decrypt the seed; ECDH derives a wrong
+			// seed, which the integrity HMAC catches.
+			want := tpm2.TPMRCIntegrity
+			if st.name == "RSA" {
+				want = tpm2.TPMRCValue
+			}
+			if !errors.Is(err, want) {
+				t.Errorf("err = %v, want %v", err, want)
+			}
+		})
+	}
+}
+
+// TestCredentialBlobTamperRejected: any change to the credential blob is
+// caught by its integrity HMAC (or its size field), and no secret leaks.
+func TestCredentialBlobTamperRejected(t *testing.T) {
+	v := newTestTPM(t)
+	srk := createSRK(t, v, tpm2.ECCSRKTemplate)
+	ak, _ := createChild(t, v, srk, eccSigningTemplate, nil)
+	mc := makeCredential(t, v, srk, ak.name, []byte("tamper-evident"))
+	blob, enc := mc.CredentialBlob.Buffer, mc.Secret.Buffer
+	for i := range blob {
+		for _, bit := range []byte{0x01, 0x80} {
+			b := bytes.Clone(blob)
+			b[i] ^= bit
+			got, err := activateCredential(v, ak, srk, b, enc)
+			if err == nil {
+				t.Fatalf("byte %d bit %#x: tampered blob activated: %q", i, bit, got)
+			}
+			if i >= 2 && !errors.Is(err, tpm2.TPMRCIntegrity) {
+				t.Errorf("byte %d: err = %v, want TPM_RC_INTEGRITY", i, err)
+			}
+		}
+	}
+	// A blob made with a different seed (the secret of another credential).
+	mc2 := makeCredential(t, v, srk, ak.name, []byte("tamper-evident"))
+	if _, err := activateCredential(v, ak, srk, blob, mc2.Secret.Buffer); !errors.Is(err, tpm2.TPMRCIntegrity) {
+		t.Errorf("blob with another credential's secret: err = %v", err)
+	}
+}
+
+// TestActivateCredentialWrongObjectNameRejected: a credential bound to
+// one object's name does not activate for another object, even in the
+// same TPM under the same key.
+func TestActivateCredentialWrongObjectNameRejected(t *testing.T) {
+	v := newTestTPM(t)
+	srk := createSRK(t, v, tpm2.ECCSRKTemplate)
+	ak, _ := createChild(t, v, srk, eccSigningTemplate, nil)
+	impostor, _ := createChild(t, v, srk, eccSigningTemplate, nil)
+	mc := makeCredential(t, v, srk, ak.name, []byte("for the AK"))
+	got, err := activateCredential(v, impostor, srk, mc.CredentialBlob.Buffer, mc.Secret.Buffer)
+	if !errors.Is(err, tpm2.TPMRCIntegrity) {
+		t.Fatalf("ActivateCredential for another object = %q, %v; want TPM_RC_INTEGRITY", got, err)
+	}
+	// A name that is not any loaded object's.
+	mc = makeCredential(t, v, srk, tpm2.TPM2BName{Buffer: append([]byte{0, 0x0b}, make([]byte, 32)...)}, []byte("x"))
+	if _, err := activateCredential(v, ak, srk, mc.CredentialBlob.Buffer, mc.Secret.Buffer); !errors.Is(err, tpm2.TPMRCIntegrity) {
+		t.Fatalf("ActivateCredential for a made-up name: %v", err)
+	}
+}
