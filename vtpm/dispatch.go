@@ -59,15 +59,23 @@ type call struct {
 	outHandle uint32
 	sess      [3]sessionIn
 	nsess     int
-	cpBytes   []byte // the parameter area, for cpHash
+	cpBytes   []byte // the parameter area as sent, for cpHash
+	cpHashes  []algDigest
+	dec, enc  int // 1 + the index of the decrypt and encrypt sessions, or 0
 }
 
-// sessionIn is one entry of a command's authorization area.
+// sessionIn is one entry of a command's authorization area and what
+// authorization learned about it.
 type sessionIn struct {
 	handle uint32
 	nonce  []byte
 	attrs  uint8
 	hmac   []byte
+
+	s           *session // nil for a password session
+	assoc       uint32   // the handle the session authorizes, or rhUnassigned
+	includeAuth bool     // the entity's authValue is part of the HMAC key
+	hmacChecked bool     // checkHMAC ran for this session
 }
 
 // Session attributes (TPMA_SESSION), Part 2, section 8.4.
@@ -132,18 +140,7 @@ func (t *TPM) finish(c *call, rc uint32) []byte {
 	}
 	params := len(c.w.b) - rspPrefix
 	if c.tag == stSessions {
-		for i := 0; i < c.nsess; i++ {
-			s := &c.sess[i]
-			// Password sessions answer with an empty nonce and HMAC and
-			// the continueSession attribute (Part 1, section 19.8.5).
-			c.w.u16(0)
-			if s.handle == rsPW {
-				c.w.u8(saContinueSession)
-			} else {
-				c.w.u8(s.attrs & saContinueSession)
-			}
-			c.w.u16(0)
-		}
+		t.responseSessions(c)
 	}
 	pre := 10
 	if c.def.rHandle {
@@ -175,6 +172,68 @@ func (t *TPM) finish(c *call, rc uint32) []byte {
 		binary.BigEndian.PutUint32(b[o:], uint32(params))
 	}
 	return b
+}
+
+// responseSessions rolls the nonces of the command's sessions, encrypts
+// the first response parameter for an encrypt session, and appends the
+// response authorization area: nonceTPM, attributes and response HMAC of
+// each session (BuildResponseSession in the reference implementation).
+// Sessions without continueSession are flushed.
+func (t *TPM) responseSessions(c *call) {
+	params := c.w.b[rspPrefix:]
+	for i := 0; i < c.nsess; i++ {
+		if s := c.sess[i].s; s != nil {
+			random(s.nonceTPM)
+		}
+	}
+	if c.enc != 0 {
+		t.encryptResponse(c, params)
+	}
+	var rpHashes []algDigest
+	rpHash := func(alg uint16) []byte {
+		for _, d := range rpHashes {
+			if d.alg == alg {
+				return d.digest
+			}
+		}
+		// rpHash = H(responseCode || commandCode || parameters).
+		h := hashOf(alg).New()
+		var b [8]byte
+		putU32(b[4:], c.def.cc)
+		h.Write(b[:])
+		h.Write(params)
+		d := h.Sum(nil)
+		rpHashes = append(rpHashes, algDigest{alg, d})
+		return d
+	}
+	for i := 0; i < c.nsess; i++ {
+		in := &c.sess[i]
+		s := in.s
+		if s == nil {
+			// Password sessions answer with an empty nonce and HMAC and
+			// the continueSession attribute (Part 1, section 19.8.5).
+			c.w.u16(0)
+			c.w.u8(in.attrs | saContinueSession)
+			c.w.u16(0)
+			continue
+		}
+		c.w.b2b(s.nonceTPM)
+		c.w.u8(in.attrs)
+		if s.typ == sePolicy && s.policy.passwordNeeded {
+			c.w.u16(0)
+		} else {
+			c.w.b2b(t.responseHMAC(c, i, rpHash(s.hashAlg)))
+		}
+		if s.typ == sePolicy && in.attrs&saContinueSession != 0 {
+			// A policy session authorizes one command; its policy
+			// starts again (UpdateInternalSession). The zero state
+			// is initialized on first use (policyOf).
+			s.policy = policyState{}
+		}
+		if in.attrs&saContinueSession == 0 {
+			t.flushSession(s.handle)
+		}
+	}
 }
 
 func (t *TPM) run(c *call, cmd []byte) uint32 {
@@ -237,6 +296,9 @@ func (t *TPM) run(c *call, cmd []byte) uint32 {
 		if authSize < 9 || uint64(authSize) > uint64(r.len()) {
 			return rcSize
 		}
+		if noSessions(cc) {
+			return rcAuthContext
+		}
 		ar := newReader(r.bytes(int(authSize)))
 		for !ar.empty() {
 			n := c.nsess
@@ -246,39 +308,118 @@ func (t *TPM) run(c *call, cmd []byte) uint32 {
 			}
 			s := &c.sess[n]
 			s.handle = ar.u32()
+			if ar.ok() && !validAuthSession(s.handle) {
+				return qualify(rcValue, ar.q)
+			}
 			s.nonce = ar.b2b(maxDigestSize)
 			s.attrs = ar.u8()
+			if ar.ok() && s.attrs&saReserved != 0 {
+				return qualify(rcReservedBits, ar.q)
+			}
 			s.hmac = ar.b2b(maxDigestSize)
 			if !ar.ok() {
 				return ar.code
 			}
 			c.nsess++
-			if s.handle != rsPW && t.session(s.handle) == nil {
-				if s.handle>>24 != htHMACSession && s.handle>>24 != htPolicySession {
-					return qualify(rcValue, ar.q)
-				}
-				return rcReferenceS0 + uint32(n)
-			}
-			if s.attrs&saReserved != 0 {
-				return qualify(rcReservedBits, ar.q)
+			if rc := t.retrieveSession(c, n); rc != rcSuccess {
+				return rc
 			}
 		}
 		if c.nsess < def.auth {
 			return rcAuthMissing
 		}
+		c.cpBytes = r.b
 		for i := 0; i < c.nsess; i++ {
 			if rc := t.authorize(c, i); rc != rcSuccess {
 				return rc
 			}
 		}
+		if c.dec != 0 {
+			params, rc := t.decryptCommand(c, r.b)
+			if rc != rcSuccess {
+				return rc
+			}
+			r.b = params
+		}
 	} else if def.auth > 0 {
 		return rcAuthMissing
+	} else {
+		c.cpBytes = r.b
 	}
 
-	c.cpBytes = r.b
 	c.r = newReader(r.b)
 	c.r.param(1)
 	return def.fn(t, c)
+}
+
+// validAuthSession checks a handle of the authorization area
+// (TPMI_SH_AUTH_SESSION+).
+func validAuthSession(h uint32) bool {
+	return h == rsPW || h-hmacSessionFirst < maxActiveSessions || h-policySessionFirst < maxActiveSessions
+}
+
+// noSessions lists the commands whose authorization area must be empty
+// (TPMA_CC / NO_SESSIONS in the reference implementation).
+func noSessions(cc uint32) bool {
+	switch cc {
+	case ccStartup, ccContextLoad, ccContextSave, ccFlushContext:
+		return true
+	}
+	return false
+}
+
+// retrieveSession checks session n of the authorization area on its own
+// (RetrieveSessionData in the reference implementation): a password
+// session has no nonce and no attribute but continueSession; any other
+// session must be loaded, appear once, and may be the one decrypt and the
+// one encrypt session if the command has a TPM2B first parameter and the
+// session a symmetric algorithm. Audit sessions are not implemented and
+// are refused with TPM_RC_ATTRIBUTES.
+func (t *TPM) retrieveSession(c *call, n int) uint32 {
+	in := &c.sess[n]
+	q := rcS | uint32(n+1)<<8
+	in.assoc = rhUnassigned
+	if in.handle == rsPW {
+		if in.attrs&^saContinueSession != 0 {
+			return qualify(rcAttributes, q)
+		}
+		if len(in.nonce) != 0 {
+			return qualify(rcNonce, q)
+		}
+		return rcSuccess
+	}
+	s := t.session(in.handle)
+	if s == nil {
+		return rcReferenceS0 + uint32(n)
+	}
+	for j := 0; j < n; j++ {
+		if c.sess[j].handle == in.handle {
+			return qualify(rcHandle, q)
+		}
+	}
+	in.s = s
+	if in.attrs&saDecrypt != 0 {
+		if !paramEncryption(c.def.cc).decrypt || c.dec != 0 {
+			return qualify(rcAttributes, q)
+		}
+		if s.symAlg == algNull {
+			return qualify(rcSymmetric, q)
+		}
+		c.dec = n + 1
+	}
+	if in.attrs&saEncrypt != 0 {
+		if !paramEncryption(c.def.cc).encrypt || c.enc != 0 {
+			return qualify(rcAttributes, q)
+		}
+		if s.symAlg == algNull {
+			return qualify(rcSymmetric, q)
+		}
+		c.enc = n + 1
+	}
+	if in.attrs&(saAudit|saAuditExclusive|saAuditReset) != 0 {
+		return qualify(rcAttributes, q)
+	}
+	return rcSuccess
 }
 
 const (
@@ -382,51 +523,112 @@ func (t *TPM) object(h uint32) *object {
 }
 
 // authorize checks session i of the authorization area (Part 1, section
-// 19). Password sessions are checked here; policy sessions are checked by
-// authorizePolicy.
+// 19; ParseSessionBuffer and CheckAuthSession in the reference
+// implementation). Sessions for the first def.auth handles authorize them
+// with a password, an HMAC or a policy (authorizePolicy); later sessions
+// must be for parameter encryption and carry an HMAC without authValue.
+// Every error is qualified with the session number.
 func (t *TPM) authorize(c *call, i int) uint32 {
-	s := &c.sess[i]
+	in := &c.sess[i]
 	q := rcS | uint32(i+1)<<8
-	if i >= c.def.auth {
-		// A session beyond the authorized handles could only be an
-		// audit or encryption session, which this TPM does not support
-		// yet; a password session there has no handle to authorize.
-		if s.handle == rsPW {
+	if in.handle == rsPW {
+		if i >= c.def.auth {
 			return qualify(rcHandle, q)
 		}
-		return qualify(rcAttributes, q)
-	}
-	h := c.h[i]
-	if s.handle == rsPW {
-		if len(s.nonce) != 0 {
-			return qualify(rcNonce, q)
-		}
-		if s.attrs&^saContinueSession != 0 {
+	} else {
+		s := in.s
+		if s.typ == seTrial {
+			// A trial session computes a policy; it authorizes nothing.
 			return qualify(rcAttributes, q)
 		}
-		auth, ok := t.authValue(h, c.def, c.def.roles[i])
-		if !ok {
-			return rcAuthUnavailable
-		}
-		exempt := t.daExempt(h)
-		if !exempt {
+		if s.daBound {
+			// A session bound to a DA-protected entity is subject to
+			// lockout whatever it authorizes.
+			h := uint32(rhUnassigned)
+			if s.lockoutBound {
+				h = rhLockout
+			}
 			if rc := t.daCheck(h); rc != rcSuccess {
 				return rc
 			}
 		}
-		if !authEqual(auth, s.hmac) {
-			// Entities exempt from dictionary-attack protection fail
-			// with TPM_RC_BAD_AUTH, others with TPM_RC_AUTH_FAIL and
-			// count towards lockout (Part 1, section 19.8.3).
-			if exempt {
-				return qualify(rcBadAuth, q)
+	}
+	if i >= c.def.auth {
+		if in.attrs&(saAudit|saEncrypt|saDecrypt) == 0 {
+			return qualify(rcAttributes, q)
+		}
+		in.includeAuth = false
+		return qualify(t.checkHMAC(c, i, nil), q)
+	}
+	in.assoc = c.h[i]
+	return qualify(t.checkAuthSession(c, i, q), q)
+}
+
+// checkAuthSession authorizes handle i with session i (CheckAuthSession in
+// the reference implementation).
+func (t *TPM) checkAuthSession(c *call, i int, q uint32) uint32 {
+	in := &c.sess[i]
+	h := in.assoc
+	s := in.s
+	if s != nil {
+		if s.typ == sePolicy {
+			in.includeAuth = s.policy.authValueNeeded || s.policy.passwordNeeded
+		} else {
+			// A session bound to the entity it authorizes already has
+			// the authValue in its session key.
+			in.includeAuth = !t.isBindEntity(h, s)
+		}
+	}
+	if s == nil || in.includeAuth {
+		if !t.daExempt(h) {
+			if rc := t.daCheck(h); rc != rcSuccess {
+				return rc
 			}
-			t.daFailed(h)
-			return qualify(rcAuthFail, q)
+		}
+	}
+	role := c.def.roles[i]
+	if s != nil && s.typ == sePolicy {
+		if rc := t.authorizePolicy(c, i, q); rc != rcSuccess {
+			return rc
+		}
+		if !in.hmacChecked && !s.policy.passwordNeeded {
+			return t.checkHMAC(c, i, t.entityAuth(h))
 		}
 		return rcSuccess
 	}
-	return t.authorizePolicy(c, i, q)
+	if t.policyRequired(h, role) {
+		return rcAuthType
+	}
+	auth, ok := t.authValue(h, c.def, role)
+	if !ok {
+		return rcAuthUnavailable
+	}
+	if s != nil {
+		return t.checkHMAC(c, i, auth)
+	}
+	if !authEqual(auth, in.hmac) {
+		// Entities exempt from dictionary-attack protection fail
+		// with TPM_RC_BAD_AUTH, others with TPM_RC_AUTH_FAIL and
+		// count towards lockout (Part 1, section 19.8.3).
+		return t.authFailed(c, i)
+	}
+	return rcSuccess
+}
+
+// policyRequired reports whether the role can only be authorized with a
+// policy session (IsPolicySessionRequired in the reference
+// implementation): the admin role, unless the entity is an object without
+// adminWithPolicy.
+func (t *TPM) policyRequired(h uint32, r role) bool {
+	if r == roleUser {
+		return false
+	}
+	if r == roleAdmin {
+		if o := t.object(h); o != nil && o.attrs()&oaAdminWithPolicy == 0 {
+			return false
+		}
+	}
+	return true
 }
 
 // authEqual compares two authValues in constant time after removing

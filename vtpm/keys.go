@@ -336,7 +336,8 @@ func (t *TPM) cmdFlushContext(c *call) uint32 {
 		o.clear()
 		delete(t.s.Transient, h)
 	default:
-		if t.session(h) == nil {
+		// A saved session may be flushed too (TPM2_FlushContext).
+		if t.session(h) == nil && t.savedSession(h) == nil {
 			return qualify(rcHandle, rcP|rcN)
 		}
 		t.flushSession(h)
@@ -446,12 +447,15 @@ func (t *TPM) contextMAC(key []byte, seq uint64, handle, hier uint32, enc []byte
 }
 
 // cmdContextSave is TPM2_ContextSave (Part 3, section 28.2) for transient
-// objects. Saving sessions comes with HMAC and policy sessions.
+// objects and sessions (saveSessionContext).
 func (t *TPM) cmdContextSave(c *call) uint32 {
 	if rc := c.r.done(); rc != rcSuccess {
 		return rc
 	}
 	h := c.h[0]
+	if isSessionHandle(h) {
+		return t.saveSessionContext(c, h)
+	}
 	if h>>24 != htTransient {
 		return qualify(rcHandle, rcH|rcN)
 	}
@@ -501,6 +505,9 @@ func (t *TPM) cmdContextLoad(c *call) uint32 {
 	blob := r.b2b(maxContextSize)
 	if rc := r.done(); rc != rcSuccess {
 		return rc
+	}
+	if isSessionHandle(saved) {
+		return t.loadSessionContext(c, seq, saved, hier, blob)
 	}
 	if saved != savedObject && saved != savedSTClear {
 		return qualify(rcHandle, rcP|rcN)
