@@ -24,8 +24,16 @@ type daState struct {
 	MaxTries        uint32 `cbor:"2,keyasint"`
 	RecoveryTime    uint32 `cbor:"3,keyasint"` // seconds
 	LockoutRecovery uint32 `cbor:"4,keyasint"` // seconds
-	LastDecrement   uint64 `cbor:"5,keyasint"` // Clock (ms) of the last forgiven failure
+	LastDecrement   uint64 `cbor:"5,keyasint"` // Clock (ms) from which the next failure is forgiven
 	LockoutUntil    uint64 `cbor:"6,keyasint"` // Clock (ms) until which lockoutAuth is refused
+	// LockoutLocked refuses lockoutAuth until the next TPM2_Startup: a
+	// failed lockoutAuth sets it when LockoutRecovery is zero.
+	LockoutLocked bool `cbor:"7,keyasint"`
+	// Used records that a DA-protected authorization was checked since
+	// the last TPM2_Startup, so that losing power without TPM2_Shutdown
+	// counts as a failure (USE_DA_USED in the reference implementation):
+	// cutting power cannot hide a guess.
+	Used bool `cbor:"8,keyasint"`
 }
 
 func newDAState() daState {
@@ -37,42 +45,55 @@ func init() {
 	register(&cmdDef{cc: ccDictionaryAttackParameters, handles: []handleKind{hkLockout}, auth: 1, nv: true, fn: (*TPM).cmdDAParameters})
 }
 
-// daRecover forgives one failure per elapsed RecoveryTime.
+// daRecover forgives one failure per elapsed RecoveryTime of TPM clock
+// (DASelfHeal in the reference implementation). With a RecoveryTime of
+// zero, failures are not counted at all.
 func (t *TPM) daRecover() {
 	da := &t.s.DA
 	now := t.s.Clock
-	if da.RecoveryTime == 0 || da.FailedTries == 0 {
-		da.LastDecrement = now
-		return
-	}
-	period := uint64(da.RecoveryTime) * 1000
 	if now < da.LastDecrement {
 		da.LastDecrement = now
 	}
+	if da.FailedTries == 0 {
+		return
+	}
+	if da.RecoveryTime == 0 {
+		da.FailedTries = 0
+		return
+	}
+	period := uint64(da.RecoveryTime) * 1000
 	n := (now - da.LastDecrement) / period
 	if n >= uint64(da.FailedTries) {
 		da.FailedTries = 0
-		da.LastDecrement = now
-		return
+	} else {
+		da.FailedTries -= uint32(n)
 	}
-	da.FailedTries -= uint32(n)
 	da.LastDecrement += n * period
 }
 
-// daCheck returns TPM_RC_LOCKOUT when h may not be authorized now.
+// daLocked reports whether DA-protected entities other than lockoutAuth
+// are refused now. A MaxTries of zero keeps the TPM in lockout.
+func (t *TPM) daLocked() bool {
+	t.syncClock()
+	t.daRecover()
+	return t.s.DA.FailedTries >= t.s.DA.MaxTries
+}
+
+// daCheck returns TPM_RC_LOCKOUT when h may not be authorized now
+// (CheckLockedOut in the reference implementation).
 func (t *TPM) daCheck(h uint32) uint32 {
 	t.syncClock()
 	da := &t.s.DA
 	if h == rhLockout {
-		if t.s.Clock < da.LockoutUntil {
+		if da.LockoutLocked || t.s.Clock < da.LockoutUntil {
 			return rcLockout
 		}
 		return rcSuccess
 	}
-	t.daRecover()
-	if da.RecoveryTime != 0 && da.FailedTries >= da.MaxTries {
+	if t.daLocked() {
 		return rcLockout
 	}
+	da.Used = true
 	return rcSuccess
 }
 
@@ -80,10 +101,14 @@ func (t *TPM) daCheck(h uint32) uint32 {
 func (t *TPM) daFailed(h uint32) {
 	da := &t.s.DA
 	if h == rhLockout {
-		da.LockoutUntil = t.s.Clock + uint64(da.LockoutRecovery)*1000
+		if da.LockoutRecovery == 0 {
+			da.LockoutLocked = true
+		} else {
+			da.LockoutUntil = t.s.Clock + uint64(da.LockoutRecovery)*1000
+		}
 		return
 	}
-	if da.RecoveryTime != 0 && da.FailedTries < da.MaxTries {
+	if da.RecoveryTime != 0 {
 		if da.FailedTries == 0 {
 			da.LastDecrement = t.s.Clock
 		}
@@ -91,7 +116,39 @@ func (t *TPM) daFailed(h uint32) {
 	}
 }
 
+// daStartup is the dictionary-attack part of TPM2_Startup (DAStartup in
+// the reference implementation): the recovery timers start again, a
+// lockoutAuth locked until startup is released, and a power loss after a
+// DA-protected authorization counts as a failure.
+func (t *TPM) daStartup(orderly bool) {
+	da := &t.s.DA
+	now := t.s.Clock
+	da.LastDecrement = now
+	if da.LockoutUntil > now {
+		da.LockoutUntil = now + uint64(da.LockoutRecovery)*1000
+	}
+	if da.LockoutRecovery == 0 {
+		da.LockoutLocked = false
+	}
+	if !orderly && da.Used && da.RecoveryTime != 0 && da.FailedTries < da.MaxTries {
+		da.FailedTries++
+	}
+	da.Used = false
+}
+
+// daClockMoved shifts the recovery timers by the amount TPM2_ClockSet
+// moved the clock, so that setting the clock forward (ownerAuth) heals
+// no failure and releases no lockout (which needs lockoutAuth).
+func (t *TPM) daClockMoved(delta uint64) {
+	da := &t.s.DA
+	da.LastDecrement += delta
+	if da.LockoutUntil != 0 {
+		da.LockoutUntil += delta
+	}
+}
+
 // cmdDALockReset is TPM2_DictionaryAttackLockReset (Part 3, section 25.2).
+// It clears the failure count; it does not release a locked lockoutAuth.
 func (t *TPM) cmdDALockReset(c *call) uint32 {
 	if rc := c.r.done(); rc != rcSuccess {
 		return rc
@@ -101,7 +158,9 @@ func (t *TPM) cmdDALockReset(c *call) uint32 {
 }
 
 // cmdDAParameters is TPM2_DictionaryAttackParameters (Part 3, section
-// 25.3).
+// 25.3). The failure count is left as it is (the reference
+// implementation's errata behaviour): lowering maxTries below it puts the
+// TPM in lockout.
 func (t *TPM) cmdDAParameters(c *call) uint32 {
 	r := &c.r
 	maxTries := r.u32()
@@ -112,11 +171,9 @@ func (t *TPM) cmdDAParameters(c *call) uint32 {
 	if rc := r.done(); rc != rcSuccess {
 		return rc
 	}
+	t.syncClock()
+	t.daRecover()
 	da := &t.s.DA
 	da.MaxTries, da.RecoveryTime, da.LockoutRecovery = maxTries, recovery, lockoutRecovery
-	if da.FailedTries > maxTries {
-		da.FailedTries = maxTries
-	}
-	da.LastDecrement = t.s.Clock
 	return rcSuccess
 }

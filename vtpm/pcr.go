@@ -150,11 +150,15 @@ func marshalPCRSelections(w *writer, sels []pcrSelection) {
 
 // pcrDigest hashes the selected PCRs, bank by bank in selection order and
 // ascending within a bank (Part 3, section 18.4: the digest of a quote).
+//
+// PCRs that are not allocated are left out, as the reference
+// implementation's FilterPcr does; [TPM.filterPCRSelections] clears them
+// from a selection that is reported alongside the digest.
 func (t *TPM) pcrDigest(alg uint16, sels []pcrSelection) []byte {
 	h := hashOf(alg).New()
 	for _, s := range sels {
 		for i := 0; i < numPCRs; i++ {
-			if s.has(i) {
+			if s.has(i) && t.pcrAllocated(s.alg, i) {
 				h.Write(t.s.PCR.get(s.alg, i))
 			}
 		}
@@ -167,6 +171,89 @@ func init() {
 	register(&cmdDef{cc: ccPCRExtend, handles: []handleKind{hkPCR}, auth: 1, fn: (*TPM).pcrExtend})
 	register(&cmdDef{cc: ccPCREvent, handles: []handleKind{hkPCR}, auth: 1, fn: (*TPM).pcrEvent})
 	register(&cmdDef{cc: ccPCRReset, handles: []handleKind{hkPCR}, auth: 1, fn: (*TPM).pcrReset})
+	register(&cmdDef{cc: ccPCRAllocate, handles: []handleKind{hkProvision}, auth: 1, nv: true, fn: (*TPM).cmdPCRAllocate})
+}
+
+// bankIndex returns the index of alg in hashAlgs, or -1.
+func bankIndex(alg uint16) int {
+	for i, a := range hashAlgs {
+		if a == alg {
+			return i
+		}
+	}
+	return -1
+}
+
+// pcrAllocated reports whether PCR i of the bank of alg is allocated
+// (PcrIsAllocated in the reference implementation).
+func (t *TPM) pcrAllocated(alg uint16, i int) bool {
+	b := bankIndex(alg)
+	return b >= 0 && i >= 0 && i < numPCRs && t.s.PCRUnallocated[b]&(1<<i) == 0
+}
+
+// filterPCRSelections clears the PCRs that are not allocated from sels
+// (FilterPcr in the reference implementation).
+func (t *TPM) filterPCRSelections(sels []pcrSelection) {
+	for k := range sels {
+		s := &sels[k]
+		for i := 0; i < numPCRs; i++ {
+			if s.has(i) && !t.pcrAllocated(s.alg, i) {
+				s.bits[i/8] &^= 1 << (i % 8)
+			}
+		}
+	}
+}
+
+// cmdPCRAllocate is TPM2_PCR_Allocate (Part 3, section 22.5). The new
+// allocation is kept aside and becomes current at the next
+// TPM2_Startup(CLEAR); until then TPM2_Shutdown(STATE) is refused. Banks
+// that the request does not name keep their allocation. The H-CRTM PCR
+// (0) and the D-RTM PCR (17) must stay allocated in at least one bank.
+func (t *TPM) cmdPCRAllocate(c *call) uint32 {
+	sels := parsePCRSelections(&c.r)
+	if rc := c.r.done(); rc != rcSuccess {
+		return rc
+	}
+	// TPMI_RH_PLATFORM: dispatch accepts TPMI_RH_PROVISION, so the owner
+	// is refused here, as the reference's unmarshaling refuses it.
+	if c.h[0] != rhPlatform {
+		return qualify(rcValue, rcH|rcN)
+	}
+	next := t.s.PCRUnallocated
+	if t.s.PCRAllocPending {
+		next = t.s.PCRAllocNext
+	}
+	for _, s := range sels {
+		b := bankIndex(s.alg)
+		var unalloc uint32
+		for i := 0; i < numPCRs; i++ {
+			if !s.has(i) {
+				unalloc |= 1 << i
+			}
+		}
+		next[b] = unalloc
+	}
+	needed := 0
+	hcrtm, drtm := false, false
+	for b, alg := range hashAlgs {
+		for i := 0; i < numPCRs; i++ {
+			if next[b]&(1<<i) == 0 {
+				needed += hashOf(alg).Size()
+			}
+		}
+		hcrtm = hcrtm || next[b]&(1<<0) == 0
+		drtm = drtm || next[b]&(1<<17) == 0
+	}
+	if !hcrtm || !drtm {
+		return rcPCR
+	}
+	t.s.PCRAllocNext = next
+	t.s.PCRAllocPending = true
+	c.w.u8(1) // allocationSuccess
+	c.w.u32(numPCRs)
+	c.w.u32(uint32(needed))
+	c.w.u32(pcrBanksSize)
+	return rcSuccess
 }
 
 // pcrRead is TPM2_PCR_Read (Part 3, section 22.4). At most eight digests are
@@ -183,7 +270,7 @@ func (t *TPM) pcrRead(c *call) uint32 {
 	for k, s := range sels {
 		out[k] = pcrSelection{alg: s.alg, size: s.size}
 		for i := 0; i < numPCRs; i++ {
-			if !s.has(i) || n == len(vals) {
+			if !s.has(i) || n == len(vals) || !t.pcrAllocated(s.alg, i) {
 				continue
 			}
 			vals[n] = t.s.PCR.get(s.alg, i)
@@ -256,8 +343,10 @@ func (t *TPM) pcrExtend(c *call) uint32 {
 		return rc
 	}
 	for _, d := range ds[:n] {
-		t.s.PCR.extend(d.alg, int(h), d.d)
-		t.pcrChanged(h)
+		if t.pcrAllocated(d.alg, int(h)) {
+			t.s.PCR.extend(d.alg, int(h), d.d)
+			t.pcrChanged(h)
+		}
 	}
 	return rcSuccess
 }
@@ -281,7 +370,7 @@ func (t *TPM) pcrEvent(c *call) uint32 {
 		d := digestOf(alg, data)
 		c.w.u16(alg)
 		c.w.raw(d)
-		if h != rhNull {
+		if h != rhNull && t.pcrAllocated(alg, int(h)) {
 			t.s.PCR.extend(alg, int(h), d)
 			t.pcrChanged(h)
 		}

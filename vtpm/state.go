@@ -45,6 +45,38 @@ type state struct {
 	MaxCounter uint64 `cbor:"62,keyasint"`
 
 	DA daState `cbor:"70,keyasint"`
+
+	// Hierarchy enables (TPM2_HierarchyControl), stored as "disabled" so
+	// that the zero value, and a state sealed before they existed, has
+	// every hierarchy enabled.
+	Hier hierState `cbor:"80,keyasint"`
+
+	// PCR allocation (TPM2_PCR_Allocate): bit p of PCRUnallocated[i] is
+	// set when PCR p of the bank of hashAlgs[i] is not allocated, so that
+	// the zero value allocates every PCR of every bank. PCRAllocNext is
+	// the allocation that the next Startup(CLEAR) makes current;
+	// PCRAllocPending says that there is one.
+	PCRUnallocated  [len(hashAlgs)]uint32 `cbor:"81,keyasint"`
+	PCRAllocNext    [len(hashAlgs)]uint32 `cbor:"82,keyasint"`
+	PCRAllocPending bool                  `cbor:"83,keyasint"`
+
+	// ClockAdjust is the clock rate adjustment of TPM2_ClockRateAdjust,
+	// in parts per clockNominal.
+	ClockAdjust int32 `cbor:"84,keyasint"`
+
+	// Sequences holds the hash, HMAC and event sequences by transient
+	// handle (sequence.go). A sequence occupies its handle's slot in
+	// Transient with a placeholder object.
+	Sequences map[uint32]*sequence `cbor:"90,keyasint,omitempty"`
+}
+
+// hierState is the sealed TPM2_HierarchyControl state: phEnable,
+// shEnable, ehEnable and phEnableNV, inverted.
+type hierState struct {
+	PlatformDisabled    bool `cbor:"1,keyasint"`
+	OwnerDisabled       bool `cbor:"2,keyasint"`
+	EndorsementDisabled bool `cbor:"3,keyasint"`
+	PlatformNVDisabled  bool `cbor:"4,keyasint"`
 }
 
 // saved is the state TPM2_Shutdown(STATE) keeps for TPM2_Startup(STATE).
@@ -100,6 +132,10 @@ func (s *state) clear() {
 		clear(s.RSACache[i].Prime)
 	}
 	s.RSACache = nil
+	for _, q := range s.Sequences {
+		q.clear()
+	}
+	s.Sequences = nil
 	s.Persistent = map[uint32]*object{}
 	s.Transient = map[uint32]*object{}
 	s.NV = map[uint32]*nvIndex{}
@@ -129,4 +165,74 @@ func (s *state) proof(h uint32) []byte {
 		return s.EndorsementProof[:]
 	}
 	return s.NullProof[:]
+}
+
+// Startup kinds (Part 1, section 12.2.3).
+const (
+	startReset   = iota // Startup(CLEAR) after Shutdown(CLEAR) or none
+	startRestart        // Startup(CLEAR) after Shutdown(STATE)
+	startResume         // Startup(STATE) after Shutdown(STATE)
+)
+
+// The admin state (hierarchy enables, NV locks, dictionary-attack timers,
+// PCR allocation) changes at TPM2_Startup and TPM2_Shutdown. lifecycle.go
+// owns those commands; this adapter runs their handler and then the admin
+// part, so that the two stay in separate files.
+func init() {
+	st := lookupCommand(ccStartup)
+	startup := st.fn
+	st.fn = func(t *TPM, c *call) uint32 {
+		s := t.s
+		kind := startReset
+		if su, ok := peekU16(c); ok && su == suState {
+			kind = startResume
+		} else if s.Shutdown == suState+1 {
+			kind = startRestart
+		}
+		orderly := s.Shutdown != 0 || !s.Started
+		rc := startup(t, c)
+		if rc == rcSuccess {
+			t.adminStartup(kind, orderly)
+		}
+		return rc
+	}
+	sd := lookupCommand(ccShutdown)
+	shutdown := sd.fn
+	sd.fn = func(t *TPM, c *call) uint32 {
+		// A new PCR allocation needs a TPM Reset: Shutdown(STATE) is
+		// refused, as in the reference implementation.
+		if su, ok := peekU16(c); ok && su == suState && len(c.r.b) == 2 && t.s.PCRAllocPending {
+			return qualify(rcType, rcP|rcN)
+		}
+		return shutdown(t, c)
+	}
+}
+
+// peekU16 returns the first parameter of c without consuming it.
+func peekU16(c *call) (uint16, bool) {
+	if len(c.r.b) < 2 {
+		return 0, false
+	}
+	return uint16(c.r.b[0])<<8 | uint16(c.r.b[1]), true
+}
+
+// adminStartup is the admin part of a successful TPM2_Startup. orderly is
+// false when the TPM lost power without TPM2_Shutdown.
+func (t *TPM) adminStartup(kind int, orderly bool) {
+	s := t.s
+	// phEnable is set by every startup; the other enables, and
+	// platformAuth, are reset by TPM Reset and TPM Restart.
+	s.Hier.PlatformDisabled = false
+	if kind != startResume {
+		s.Hier = hierState{}
+		clear(s.PlatformAuth)
+		s.PlatformAuth = nil
+		t.nvStartup()
+		if s.PCRAllocPending {
+			s.PCRUnallocated = s.PCRAllocNext
+			s.PCRAllocPending = false
+			s.PCR.resetAll()
+		}
+	}
+	t.daStartup(orderly)
 }
