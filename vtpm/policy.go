@@ -182,23 +182,6 @@ func init() {
 	register(&cmdDef{cc: ccPolicyRestart, handles: ps, fn: (*TPM).cmdPolicyRestart})
 }
 
-// policyEntityName is the name of the entity h (EntityGetName in the
-// reference implementation): the name of an object or NV index, otherwise
-// the handle itself.
-func (t *TPM) policyEntityName(h uint32) []byte {
-	switch h >> 24 {
-	case htTransient, htPersistent:
-		if o := t.object(h); o != nil {
-			return o.name
-		}
-	case htNVIndex:
-		if nv := t.s.NV[h]; nv != nil {
-			return nv.name()
-		}
-	}
-	return handleBytes(h)
-}
-
 // policyEntityHierarchy is the hierarchy whose proof keys the tickets of
 // PolicySigned and PolicySecret for the entity h.
 func (t *TPM) policyEntityHierarchy(h uint32) uint32 {
@@ -257,47 +240,12 @@ func (t *TPM) policyAuthPolicy(h uint32, def *cmdDef, r role) ([]byte, uint16, b
 	return nil, 0, false
 }
 
-// policyEntityAuth is the authValue of the entity h for PolicyPassword and
-// PolicyAuthValue, which need no userWithAuth or AUTHREAD
-// (EntityGetAuthValue in the reference implementation).
-func (t *TPM) policyEntityAuth(h uint32) []byte {
-	switch h >> 24 {
-	case htPermanent:
-		a, _ := t.authValue(h, nil, roleUser)
-		return a
-	case htTransient, htPersistent:
-		if o := t.object(h); o != nil {
-			return o.Auth
-		}
-	case htNVIndex:
-		if nv := t.s.NV[h]; nv != nil {
-			return nv.Auth
-		}
-	}
-	return nil
-}
-
-// policyCpHash computes the cpHash of the command in flight with alg:
-// H(commandCode || name of each handle || parameters) (Part 1, section
-// 18.7).
-func (t *TPM) policyCpHash(c *call, alg uint16) []byte {
-	h := hashOf(alg).New()
-	var b [4]byte
-	binary.BigEndian.PutUint32(b[:], c.def.cc)
-	h.Write(b[:])
-	for _, x := range c.h[:c.nh] {
-		h.Write(t.policyEntityName(x))
-	}
-	h.Write(c.cpBytes)
-	return h.Sum(nil)
-}
-
 // policyNameHash is the digest of the names of the command's handles that
 // PolicyNameHash binds a session to.
 func (t *TPM) policyNameHash(c *call, alg uint16) []byte {
 	h := hashOf(alg).New()
 	for _, x := range c.h[:c.nh] {
-		h.Write(t.policyEntityName(x))
+		h.Write(t.entityName(x))
 	}
 	return h.Sum(nil)
 }
@@ -308,8 +256,10 @@ func (t *TPM) policyNameHash(c *call, alg uint16) []byte {
 // entity's authPolicy, computed with the entity's name algorithm, and
 // every deferred assertion must hold. Then PolicyPassword sessions carry
 // the entity's authValue as a password and other sessions an HMAC, which
-// includes the authValue after PolicyAuthValue. Errors are qualified with
-// the session number q where the reference qualifies them.
+// includes the authValue after PolicyAuthValue. The caller (checkAuthSession)
+// has checked dictionary-attack lockout for sessions that use the
+// authValue. Errors are qualified with the session number q where the
+// reference qualifies them.
 func (t *TPM) authorizePolicy(c *call, i int, q uint32) uint32 {
 	in := &c.sess[i]
 	s := t.session(in.handle)
@@ -325,13 +275,6 @@ func (t *TPM) authorizePolicy(c *call, i int, q uint32) uint32 {
 	}
 	p := t.policyOf(s)
 	h := c.h[i]
-	includeAuth := p.authValueNeeded || p.passwordNeeded
-	exempt := t.daExempt(h)
-	if includeAuth && !exempt {
-		if rc := t.daCheck(h); rc != rcSuccess {
-			return rc
-		}
-	}
 	role := c.def.roles[i]
 	policy, alg, ok := t.policyAuthPolicy(h, c.def, role)
 	if !ok {
@@ -341,8 +284,8 @@ func (t *TPM) authorizePolicy(c *call, i int, q uint32) uint32 {
 		return qualify(rc, q)
 	}
 	if p.passwordNeeded {
-		if !authEqual(t.policyEntityAuth(h), in.hmac) {
-			if exempt {
+		if !authEqual(t.entityAuth(h), in.hmac) {
+			if t.daExempt(h) {
 				return qualify(rcBadAuth, q)
 			}
 			t.daFailed(h)
@@ -350,19 +293,9 @@ func (t *TPM) authorizePolicy(c *call, i int, q uint32) uint32 {
 		}
 		return rcSuccess
 	}
-	var auth []byte
-	if p.authValueNeeded {
-		auth = t.policyEntityAuth(h)
-	}
-	rc := t.checkHMAC(c, i, auth)
-	if rc == rcAuthUnavailable && !p.authValueNeeded && len(in.hmac) == 0 {
-		// TODO(sessions): remove when checkHMAC lands. Until then
-		// the only sessions are unsalted and unbound, whose session
-		// key is empty: with no authValue in the key either, the
-		// reference accepts an empty HMAC (ComputeCommandHMAC).
-		return rcSuccess
-	}
-	return rc
+	// The HMAC's key includes the authValue only after PolicyAuthValue
+	// (checkHMAC reads that from the session).
+	return t.checkHMAC(c, i, t.entityAuth(h))
 }
 
 // policyChecks is CheckPolicyAuthSession of the reference implementation.
@@ -397,7 +330,7 @@ func (t *TPM) policyChecks(c *call, i int, s *session, p *policyState, policy []
 	if len(p.cpHash) != 0 {
 		var want []byte
 		if p.isCpHash {
-			want = t.policyCpHash(c, s.hashAlg)
+			want = t.cpHash(c, s.hashAlg)
 		} else {
 			want = t.policyNameHash(c, s.hashAlg)
 		}
@@ -677,7 +610,7 @@ func (t *TPM) cmdPolicySecret(c *call) uint32 {
 			return rc
 		}
 	}
-	name := t.policyEntityName(c.h[0])
+	name := t.entityName(c.h[0])
 	p.contextUpdate(s.hashAlg, ccPolicySecret, name, ref, cpHash, timeout)
 	t.writeAuthTicket(c, s, stAuthSecret, c.h[0], name, expiration, timeout, nonce, cpHash, ref)
 	return rcSuccess

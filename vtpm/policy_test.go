@@ -116,9 +116,8 @@ func wantRC(t testing.TB, what string, err error, rc uint32) {
 	}
 }
 
-// sealFixture is an SRK and a loaded sealed object with a given policy.
+// sealFixture is a loaded sealed object with a given policy.
 type sealFixture struct {
-	srk    tpm2.AuthHandle
 	obj    tpm2.NamedHandle
 	secret []byte
 }
@@ -151,7 +150,9 @@ func sealWithPolicy(t testing.TB, tp transport.TPM, policy []byte, userAuth []by
 	if err != nil {
 		t.Fatalf("Load: %v", err)
 	}
-	return sealFixture{srk: srkH, obj: tpm2.NamedHandle{Handle: obj.ObjectHandle, Name: obj.Name}, secret: secret}
+	// The reference TPM holds three objects: free the SRK's slot.
+	flush(tp, srk.ObjectHandle)
+	return sealFixture{obj: tpm2.NamedHandle{Handle: obj.ObjectHandle, Name: obj.Name}, secret: secret}
 }
 
 func (f sealFixture) unseal(tp transport.TPM, s tpm2.Session) ([]byte, error) {
@@ -617,7 +618,6 @@ func TestPolicyCommandCodeLocality(t *testing.T) {
 			policy := sha256.Sum256(bytesOf(make([]byte, 32), u32b(tc.cc), tc.param))
 			f := sealWithPolicy(t, v, policy[:], nil, false)
 			defer flush(v, f.obj.Handle)
-			defer flush(v, f.srk.Handle)
 			s := startPolicy(t, v, false)
 			defer flush(v, s.handle)
 			if rc := policyRaw(v, tc.cc, []uint32{uint32(s.handle)}, tc.param); rc != rcSuccess {
