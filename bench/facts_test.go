@@ -173,3 +173,31 @@ func BenchmarkWindowsFacts(b *testing.B) {
 	}
 	b.ReportMetric(float64((factsThreadCPU()-c0).Nanoseconds())/1e3/float64(b.N), "cpu-µs/facts")
 }
+
+// BenchmarkFactsExtractPerLog is BenchmarkFactsExtract log by log, to show
+// where the corpus-wide ratio comes from.
+func BenchmarkFactsExtractPerLog(b *testing.B) {
+	for _, f := range loadFactsCorpus(b) {
+		if !f.peerOK {
+			continue
+		}
+		b.Run(filepath.Base(f.name), func(b *testing.B) {
+			runtime.LockOSThread()
+			defer runtime.UnlockOSThread()
+			var cOurs, cPeer time.Duration
+			for b.Loop() {
+				c0 := factsThreadCPU()
+				_ = f.ours()
+				c1 := factsThreadCPU()
+				_ = f.peerExtract()
+				c2 := factsThreadCPU()
+				cOurs += c1 - c0
+				cPeer += c2 - c1
+			}
+			n := float64(b.N)
+			b.ReportMetric(float64(cPeer)/float64(cOurs), "x-go-eventlog-extract")
+			b.ReportMetric(float64(cOurs.Nanoseconds())/n, "ours-cpu-ns")
+			b.ReportMetric(float64(cPeer.Nanoseconds())/n, "peer-cpu-ns")
+		})
+	}
+}

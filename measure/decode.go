@@ -182,10 +182,14 @@ func (a *decodeArena) matches(ev *Event, alg HashAlg, content []byte) bool {
 	return bytes.Equal(sum[:alg.Size()], want)
 }
 
+// maxArenaString is the longest string decodeArena.string copies into its
+// buffer; longer ones are allocated alone.
+const maxArenaString = 512
+
 // string returns a copy of b as a string, carved from one buffer that is
 // never written again once a string points into it.
 func (a *decodeArena) string(b []byte) string {
-	if len(b) == 0 || len(b) > 512 {
+	if len(b) == 0 || len(b) > maxArenaString {
 		return string(b)
 	}
 	if cap(a.strs)-len(a.strs) < len(b) {

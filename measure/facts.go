@@ -279,6 +279,7 @@ func (v *VerifiedLog) Facts() (*Facts, error) {
 	for i := range x.sep {
 		x.sep[i] = -1
 	}
+	x.presize(events)
 	for i := range events {
 		x.event(&events[i])
 	}
@@ -300,6 +301,93 @@ type extractor struct {
 	events        []Event
 	arena2        decodeArena
 	win           *windowsExtractor
+	// cmds and files bound the number of GRUB commands and files.
+	cmds, files int
+}
+
+// presize counts, in one pass over the event headers, how many values of
+// each kind the events can yield at most, and allocates the lists that
+// decoding and the facts append to once, at that size. Lists left empty
+// are set back to nil by finish.
+func (x *extractor) presize(events []Event) {
+	var texts, strs, vars, images, seps, actions, cmds, files, apps, drivers, blobs, auths, boots int
+	for i := range events {
+		ev := &events[i]
+		switch ev.Type {
+		case EV_NO_ACTION:
+		case EV_EFI_VARIABLE_DRIVER_CONFIG:
+			vars++
+		case EV_EFI_VARIABLE_AUTHORITY:
+			vars++
+			auths++
+		case EV_EFI_VARIABLE_BOOT, EV_EFI_VARIABLE_BOOT2:
+			vars++
+			boots++
+		case EV_EFI_BOOT_SERVICES_APPLICATION:
+			images++
+			apps++
+		case EV_EFI_BOOT_SERVICES_DRIVER, EV_EFI_RUNTIME_SERVICES_DRIVER:
+			images++
+			drivers++
+		case EV_SEPARATOR:
+			seps++
+		case EV_EFI_PLATFORM_FIRMWARE_BLOB, EV_EFI_PLATFORM_FIRMWARE_BLOB2:
+			blobs++
+		case EV_EFI_GPT_EVENT, EV_EFI_GPT_EVENT2, EV_EFI_HANDOFF_TABLES, EV_EFI_HANDOFF_TABLES2, EV_S_CRTM_VERSION,
+			EV_COMPACT_HASH, EV_NONHOST_INFO:
+		default:
+			// EV_IPL, actions, post codes, tags and unknown types may
+			// decode as text.
+			texts++
+			if len(ev.Data) <= maxArenaString {
+				strs += len(ev.Data)
+			}
+			switch ev.Type {
+			case EV_EFI_ACTION, EV_ACTION:
+				actions++
+			case EV_IPL:
+				s, f := x.grubRegisters(ev.Register)
+				if s {
+					cmds++
+				}
+				if f {
+					files++
+				}
+			}
+		}
+	}
+	a := &x.arena2
+	a.texts = makeCap(a.texts, texts)
+	a.vars = makeCap(a.vars, vars)
+	a.images = makeCap(a.images, images)
+	a.seps = makeCap(a.seps, seps)
+	a.strs = makeCap(a.strs, min(strs, 1<<16))
+	x.arena = makeCap(x.arena, len(events)+8)
+	f := x.f
+	f.Firmware.Actions = makeCap(f.Firmware.Actions, actions)
+	f.Firmware.Blobs = makeCap(f.Firmware.Blobs, blobs)
+	f.SecureBoot.Authorities = makeCap(f.SecureBoot.Authorities, auths)
+	f.Boot.Entries = makeCap(f.Boot.Entries, boots)
+	f.Boot.Applications = makeCap(f.Boot.Applications, apps)
+	f.Boot.Drivers = makeCap(f.Boot.Drivers, drivers)
+	x.cmds, x.files = cmds, files
+}
+
+// makeCap returns s with room for n more elements, or s itself when n is 0.
+func makeCap[T any](s []T, n int) []T {
+	if n == 0 {
+		return s
+	}
+	return make([]T, 0, n)
+}
+
+// nilIfEmpty returns nil for an empty list, so that a list presize
+// allocated reads the same as one never appended to.
+func nilIfEmpty[T any](s []T) []T {
+	if len(s) == 0 {
+		return nil
+	}
+	return s
 }
 
 func (x *extractor) finding(k FindingKind, ev *Event, format string, a ...any) {
@@ -308,7 +396,7 @@ func (x *extractor) finding(k FindingKind, ev *Event, format string, a ...any) {
 
 func (x *extractor) linux() *LinuxFacts {
 	if x.f.Linux == nil {
-		x.f.Linux = &LinuxFacts{}
+		x.f.Linux = &LinuxFacts{Commands: makeCap[Fact[string]](nil, x.cmds), Files: makeCap[LinuxFile](nil, x.files)}
 	}
 	return x.f.Linux
 }
@@ -584,6 +672,17 @@ func (x *extractor) image(ev *Event, im *ImageLoad) {
 }
 
 func (x *extractor) finish() {
+	f := x.f
+	f.Firmware.Actions = nilIfEmpty(f.Firmware.Actions)
+	f.Firmware.Blobs = nilIfEmpty(f.Firmware.Blobs)
+	f.SecureBoot.Authorities = nilIfEmpty(f.SecureBoot.Authorities)
+	f.Boot.Entries = nilIfEmpty(f.Boot.Entries)
+	f.Boot.Applications = nilIfEmpty(f.Boot.Applications)
+	f.Boot.Drivers = nilIfEmpty(f.Boot.Drivers)
+	if f.Linux != nil {
+		f.Linux.Commands = nilIfEmpty(f.Linux.Commands)
+		f.Linux.Files = nilIfEmpty(f.Linux.Files)
+	}
 	if !x.reachedLoader {
 		return
 	}
@@ -655,35 +754,38 @@ func (x *extractor) signatureDB(ev *Event, b []byte) (*SignatureDB, error) {
 				return fmt.Errorf("measure: signature list at %d: %s signatures of %d bytes, want %d", off, certTypeNames[typ], sigSize-16, size)
 			}
 			n := int(body / uint64(sigSize))
+			off += int(listSize)
+			if fill == nil {
+				// The counting pass reads only the list headers.
+				if typ == CertX509GUID {
+					nCerts += n
+				} else {
+					nHashes += n
+				}
+				if nCerts+nHashes > MaxSignatures {
+					return fmt.Errorf("measure: signature lists hold more than %d signatures", MaxSignatures)
+				}
+				continue
+			}
+			sigs := rest[28+int(hdrSize) : listSize]
+			if typ == CertX509GUID {
+				for p := 0; p < len(sigs); p += int(sigSize) {
+					s := sigs[p : p+int(sigSize) : p+int(sigSize)]
+					c := &certs[len(fill.Certificates)]
+					copy(c.Owner[:], s)
+					c.DER = s[16:]
+					fill.Certificates = append(fill.Certificates, c)
+				}
+				continue
+			}
 			name := certTypeNames[typ]
-			if name == "" && fill != nil {
+			if name == "" {
 				name = typ.String()
 			}
-			p := 28 + int(hdrSize)
-			for range n {
-				s := rest[p : p+int(sigSize) : p+int(sigSize)]
-				p += int(sigSize)
-				if fill == nil {
-					if typ == CertX509GUID {
-						nCerts++
-					} else {
-						nHashes++
-					}
-					continue
-				}
-				var owner GUID
-				copy(owner[:], s)
-				if typ == CertX509GUID {
-					c := &certs[len(fill.Certificates)]
-					c.Owner, c.DER = owner, s[16:]
-					fill.Certificates = append(fill.Certificates, c)
-				} else {
-					fill.Hashes = append(fill.Hashes, SignatureHash{Type: name, Owner: owner, Hash: s[16:]})
-				}
-			}
-			off += int(listSize)
-			if nCerts+nHashes > MaxSignatures {
-				return fmt.Errorf("measure: signature lists hold more than %d signatures", MaxSignatures)
+			for p := 0; p < len(sigs); p += int(sigSize) {
+				s := sigs[p : p+int(sigSize) : p+int(sigSize)]
+				fill.Hashes = append(fill.Hashes, SignatureHash{Type: name, Hash: s[16:]})
+				copy(fill.Hashes[len(fill.Hashes)-1].Owner[:], s)
 			}
 		}
 		return nil

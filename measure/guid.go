@@ -157,16 +157,13 @@ func printableASCIIIn(b []byte, a *decodeArena) (string, bool) {
 	for len(b) > 0 && b[len(b)-1] == 0 {
 		b = b[:len(b)-1]
 	}
-	if len(b) == 0 {
+	if len(b) == 0 || !isPrintableASCII(b) {
 		return "", false
 	}
-	for _, c := range b {
-		if (c < 0x20 || c > 0x7E) && c != '\t' && c != '\n' && c != '\r' {
-			return "", false
+	if len(b) < 64 && commonLengths&(1<<len(b)) != 0 {
+		if s, ok := commonStrings[string(b)]; ok { // no allocation for the lookup
+			return s, true
 		}
-	}
-	if s, ok := commonStrings[string(b)]; ok { // no allocation for the lookup
-		return s, true
 	}
 	if a != nil {
 		return a.string(b), true
@@ -174,9 +171,45 @@ func printableASCIIIn(b []byte, a *decodeArena) (string, bool) {
 	return string(b), true
 }
 
+// isPrintableASCII reports whether every byte of b is printable ASCII
+// (0x20-0x7E), a tab, a line feed or a carriage return. It tests eight
+// bytes at a time and looks at single bytes only in a word that holds a
+// byte outside 0x20-0x7E.
+func isPrintableASCII(b []byte) bool {
+	const (
+		ones = 0x0101010101010101
+		high = 0x8080808080808080
+	)
+	for len(b) >= 8 {
+		w := binary.LittleEndian.Uint64(b)
+		// The high bit of a byte of lo is set when that byte is below 0x20
+		// (and has its own high bit clear); of hi, when it is above 0x7E
+		// or has its high bit set.
+		lo := (w - 0x20*ones) &^ w & high
+		hi := ((w + (0x7F-0x7E)*ones) | w) & high
+		if lo|hi != 0 && !printableBytes(b[:8]) {
+			return false
+		}
+		b = b[8:]
+	}
+	return printableBytes(b)
+}
+
+func printableBytes(b []byte) bool {
+	for _, c := range b {
+		if (c < 0x20 || c > 0x7E) && c != '\t' && c != '\n' && c != '\r' {
+			return false
+		}
+	}
+	return true
+}
+
 // commonStrings are strings logs repeat, returned without allocating.
-var commonStrings = func() map[string]string {
+// commonLengths has bit n set when one of them is n bytes long, so that
+// most strings skip the lookup.
+var commonStrings, commonLengths = func() (map[string]string, uint64) {
 	m := map[string]string{}
+	var lens uint64
 	for _, s := range []string{
 		"Calling EFI Application from Boot Option", "Returning from EFI Application from Boot Option",
 		"Exit Boot Services Invocation", "Exit Boot Services Returned with Success",
@@ -184,9 +217,13 @@ var commonStrings = func() map[string]string {
 		"POST CODE", "BIS CODE", "Embedded UEFI Driver", "Embedded UEFI Application", "Embedded Option ROM",
 		"MokList", "MokListX", "MokListTrusted", "BOOT ATTEMPTS OMITTED", "WBCL",
 	} {
+		if len(s) >= 64 {
+			panic("measure: common string too long: " + s)
+		}
 		m[s] = s
+		lens |= 1 << len(s)
 	}
-	return m
+	return m, lens
 }()
 
 // commonNames are UEFI variable names, keyed by their UTF-16 encoding, so
