@@ -226,9 +226,9 @@ func (t *TPM) responseSessions(c *call) {
 		}
 		if s.typ == sePolicy && in.attrs&saContinueSession != 0 {
 			// A policy session authorizes one command; its policy
-			// starts again (UpdateInternalSession). The zero state
-			// is initialized on first use (policyOf).
-			s.policy = policyState{}
+			// starts again (UpdateInternalSession).
+			t.syncClock()
+			t.policyOf(s).reset(t.s.Clock)
 		}
 		if in.attrs&saContinueSession == 0 {
 			t.flushSession(s.handle)
@@ -449,7 +449,7 @@ func validHandle(k handleKind, h uint32) bool {
 	case hkNVIndex:
 		return h>>24 == htNVIndex
 	case hkContext:
-		return isTransient(h) || h-hmacSessionFirst < maxSessions || h-policySessionFirst < maxSessions
+		return isTransient(h) || h-hmacSessionFirst < maxActiveSessions || h-policySessionFirst < maxActiveSessions
 	case hkEntity:
 		switch h >> 24 {
 		case htTransient, htPersistent, htNVIndex, htPCR:

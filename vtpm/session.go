@@ -103,7 +103,9 @@ func (t *TPM) flushSession(h uint32) {
 
 // allocSession returns a free session handle of the type's range. HMAC and
 // policy sessions share one index space, as in the reference
-// implementation.
+// implementation, of maxSessions handles (TPM_PT_ACTIVE_SESSIONS_MAX),
+// loaded or saved: TPM_RC_SESSION_MEMORY when maxSessions are loaded,
+// TPM_RC_SESSION_HANDLES when some are saved and no handle is free.
 func (t *TPM) allocSession(typ uint8) (uint32, uint32) {
 	if t.sessions == nil {
 		t.sessions = map[uint32]*session{}
