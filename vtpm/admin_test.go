@@ -15,7 +15,7 @@ import (
 
 // send sends cmd and returns the response code and the response
 // parameters (after the parameter size for a response with sessions).
-func send(t testing.TB, tp transport.TPM, cmd []byte) (uint32, []byte) {
+func admSend(t testing.TB, tp transport.TPM, cmd []byte) (uint32, []byte) {
 	t.Helper()
 	rsp, err := tp.Send(cmd)
 	if err != nil {
@@ -30,7 +30,7 @@ func send(t testing.TB, tp transport.TPM, cmd []byte) (uint32, []byte) {
 
 // params strips the response handle (if any) and the parameter size of a
 // response to a command sent with sessions; it returns the parameters.
-func params(rsp []byte, handle bool) []byte {
+func rspParams(rsp []byte, handle bool) []byte {
 	if handle {
 		rsp = rsp[4:]
 	}
@@ -38,17 +38,17 @@ func params(rsp []byte, handle bool) []byte {
 	return rsp[4 : 4+n]
 }
 
-// mustRC fails the test unless cmd answers want.
-func mustRC(t testing.TB, tp transport.TPM, want uint32, cmd []byte) []byte {
+// admMust fails the test unless cmd answers want.
+func admMust(t testing.TB, tp transport.TPM, want uint32, cmd []byte) []byte {
 	t.Helper()
-	rc, p := send(t, tp, cmd)
+	rc, p := admSend(t, tp, cmd)
 	if rc != want {
 		t.Fatalf("command %#x: rc %#x, want %#x", ccOf(cmd), rc, want)
 	}
 	return p
 }
 
-func u64b(v uint64) []byte { return binary.BigEndian.AppendUint64(nil, v) }
+func admU64(v uint64) []byte { return binary.BigEndian.AppendUint64(nil, v) }
 
 // nvPublic marshals a TPMS_NV_PUBLIC.
 func nvPublic(idx uint32, attrs uint32, size uint16) []byte {
@@ -71,26 +71,26 @@ func nvReadCmd(auth, idx uint32, pw []byte, size, off uint16) []byte {
 // nvAttrs reads TPMA_NV of an index with NV_ReadPublic.
 func nvAttrs(t testing.TB, tp transport.TPM, idx uint32) uint32 {
 	t.Helper()
-	p := mustRC(t, tp, rcSuccess, rawCommand(ccNVReadPublic, []uint32{idx}, 0, nil))
+	p := admMust(t, tp, rcSuccess, rawCommand(ccNVReadPublic, []uint32{idx}, 0, nil))
 	return binary.BigEndian.Uint32(p[2+4+2:])
 }
 
 // restart shuts the vTPM down with su, cuts its power and starts it with
 // su again: TPM Reset for CLEAR, TPM Resume for STATE.
-func restart(t testing.TB, v *TPM, shutdown, startup uint16) {
+func powerRestart(t testing.TB, v *TPM, shutdown, startup uint16) {
 	t.Helper()
-	mustRC(t, v, rcSuccess, rawCommand(ccShutdown, nil, 0, nil, u16b(shutdown)))
+	admMust(t, v, rcSuccess, rawCommand(ccShutdown, nil, 0, nil, u16b(shutdown)))
 	if err := v.PowerCycle(); err != nil {
 		t.Fatal(err)
 	}
-	mustRC(t, v, rcSuccess, rawCommand(ccStartup, nil, 0, nil, u16b(startup)))
+	admMust(t, v, rcSuccess, rawCommand(ccStartup, nil, 0, nil, u16b(startup)))
 }
 
 // dualReset performs a TPM Reset (Shutdown(CLEAR), power cycle,
 // Startup(CLEAR)) on both TPMs of d.
 func dualReset(t testing.TB, d *dual) {
 	t.Helper()
-	restart(t, d.v, suClear, suClear)
+	powerRestart(t, d.v, suClear, suClear)
 	if err := d.sim.(interface{ Reset() error }).Reset(); err != nil {
 		t.Fatal(err)
 	}
@@ -104,6 +104,18 @@ func sameResponse(t testing.TB, d *dual, cmd []byte) []byte {
 	b := simSend(d.sim, cmd)
 	if !bytes.Equal(a, b) {
 		t.Errorf("command %#x: responses differ\nvtpm      %x\nreference %x", ccOf(cmd), a, b)
+	}
+	return a
+}
+
+// sameRC sends cmd to both TPMs of d and fails unless the response codes
+// are equal (and so the error responses, which are only a header).
+func sameRC(t testing.TB, d *dual, cmd []byte) []byte {
+	t.Helper()
+	a, _ := d.v.Send(cmd)
+	b := simSend(d.sim, cmd)
+	if rcOf(a) != rcOf(b) {
+		t.Errorf("command %#x: vtpm rc %#x, reference rc %#x", ccOf(cmd), rcOf(a), rcOf(b))
 	}
 	return a
 }

@@ -1,5 +1,10 @@
 package vtpm
 
+import (
+	"math"
+	"math/bits"
+)
+
 // Clock commands (Part 3, sections 18.7, 29.2 and 29.3).
 
 const (
@@ -74,10 +79,13 @@ func (t *TPM) clockScaled(ms uint64) uint64 {
 	if a == 0 || a < -clockAdjustLimit || a > clockAdjustLimit {
 		return ms
 	}
-	hi, lo := ms/clockNominal, ms%clockNominal
 	d := uint64(clockNominal + int64(a))
-	// ms * clockNominal / d without overflow for any ms.
-	return hi*clockNominal*clockNominal/d + lo*clockNominal/d
+	hi, lo := bits.Mul64(ms, clockNominal)
+	if hi >= d {
+		return math.MaxUint64
+	}
+	q, _ := bits.Div64(hi, lo, d)
+	return q
 }
 
 // cmdGetTime is TPM2_GetTime (Part 3, section 18.7): a TPMS_ATTEST of
@@ -103,7 +111,14 @@ func (t *TPM) cmdGetTime(c *call) uint32 {
 	}
 	var aw writer
 	aw.b = make([]byte, 0, 256)
-	t.attestHeader(&aw, stAttestTime, signer, extra)
+	hdrSigner := signer
+	if signer == nil {
+		// Without a signing key the reference implementation names
+		// TPM_RH_NULL as the signer, and obfuscates as for the null
+		// hierarchy.
+		hdrSigner = &object{QName: handleBytes(rhNull), Hierarchy: rhNull}
+	}
+	t.attestHeader(&aw, stAttestTime, hdrSigner, extra)
 	aw.u64(t.s.Clock - t.s.TimeBase)
 	t.writeClockInfo(&aw, 0, 0)
 	aw.u64(uint64(fwVersion1)<<32 | fwVersion2)

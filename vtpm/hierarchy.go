@@ -215,24 +215,34 @@ func (t *TPM) hierarchyHandleRC(h, cc uint32) uint32 {
 	return rcSuccess
 }
 
-// hierarchyChecked records the commands whose handles wrapHierarchyChecks
-// covers, so that a test can prove that every command is covered.
-var hierarchyChecked = map[uint32]bool{}
+// adminWrapped records the commands that wrapAdminChecks wrapped, so that
+// a test can prove that every command is covered.
+var adminWrapped = map[uint32]bool{}
 
-// wrapHierarchyChecks makes every registered command check its handles
-// against the hierarchy enables before it runs. The check belongs in
-// dispatch's handleLoaded (where the reference implementation makes it,
-// before authorization); until dispatch calls hierarchyHandleRC, this
-// adapter makes disabled hierarchies effective, with the difference that a
-// wrong authorization of a hidden entity is reported (and, for DA-protected
-// entities, counted) before the hierarchy error.
-func wrapHierarchyChecks() {
+// wrapAdminChecks makes every registered command start as the reference
+// implementation's ExecuteCommand does for the admin state:
+//
+//   - the clock is brought up to date and the dictionary-attack failure
+//     count healed (TimeUpdateToCurrent and DASelfHeal), so that what
+//     GetCapability reports is current;
+//   - the handles are checked against the hierarchy enables
+//     (hierarchyHandleRC).
+//
+// The handle check belongs in dispatch's handleLoaded, where the reference
+// implementation makes it, before authorization; until dispatch calls
+// hierarchyHandleRC, this adapter makes disabled hierarchies effective,
+// with the difference that a wrong authorization of a hidden entity is
+// reported (and, for DA-protected entities, counted) before the hierarchy
+// error.
+func wrapAdminChecks() {
 	for _, d := range commands {
-		if d == nil || len(d.handles) == 0 || hierarchyChecked[d.cc] {
+		if d == nil || adminWrapped[d.cc] {
 			continue
 		}
 		fn := d.fn
 		d.fn = func(t *TPM, c *call) uint32 {
+			t.syncClock()
+			t.daRecover()
 			for i := 0; i < c.nh; i++ {
 				if rc := t.hierarchyHandleRC(c.h[i], c.def.cc); rc != rcSuccess {
 					return qualify(rc, rcH|uint32(i+1)<<8)
@@ -240,6 +250,6 @@ func wrapHierarchyChecks() {
 			}
 			return fn(t, c)
 		}
-		hierarchyChecked[d.cc] = true
+		adminWrapped[d.cc] = true
 	}
 }

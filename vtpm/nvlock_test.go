@@ -10,56 +10,56 @@ import (
 )
 
 const (
-	nvBase = nvOwnerWrite | nvOwnerRead | nvAuthWrite | nvAuthRead | nvNoDA
-	nvBits = ntBits << nvTypeShift
+	admNVBase = nvOwnerWrite | nvOwnerRead | nvAuthWrite | nvAuthRead | nvNoDA
+	admNVBits = ntBits << nvTypeShift
 )
 
-var rcAttrsH2 = qualify(rcAttributes, rcH|2*rcN)
+var admAttrsH2 = qualify(rcAttributes, rcH|2*rcN)
 
 // TestNVWriteLockedRefused locks indices for writing and checks that no
 // write gets through, until the startup that the attributes name.
 func TestNVWriteLockedRefused(t *testing.T) {
 	v := newTestTPM(t)
 	const stclear, define, defineUnwritten, plain = 0x01500001, 0x01500002, 0x01500003, 0x01500004
-	mustRC(t, v, rcSuccess, defineNV(stclear, nil, nvBase|nvWriteSTClear, 8))
-	mustRC(t, v, rcSuccess, defineNV(define, nil, nvBase|nvWriteDefine, 8))
-	mustRC(t, v, rcSuccess, defineNV(defineUnwritten, nil, nvBase|nvWriteDefine, 8))
-	mustRC(t, v, rcSuccess, defineNV(plain, nil, nvBase, 8))
+	admMust(t, v, rcSuccess, defineNV(stclear, nil, admNVBase|nvWriteSTClear, 8))
+	admMust(t, v, rcSuccess, defineNV(define, nil, admNVBase|nvWriteDefine, 8))
+	admMust(t, v, rcSuccess, defineNV(defineUnwritten, nil, admNVBase|nvWriteDefine, 8))
+	admMust(t, v, rcSuccess, defineNV(plain, nil, admNVBase, 8))
 	for _, idx := range []uint32{stclear, define, plain} {
-		mustRC(t, v, rcSuccess, nvWriteCmd(rhOwner, idx, nil, []byte("12345678"), 0))
+		admMust(t, v, rcSuccess, nvWriteCmd(rhOwner, idx, nil, []byte("12345678"), 0))
 	}
 	lock := func(idx uint32) []byte { return rawCommand(ccNVWriteLock, []uint32{rhOwner, idx}, 1, nil) }
-	mustRC(t, v, rcAttrsH2, lock(plain))
+	admMust(t, v, admAttrsH2, lock(plain))
 	for _, idx := range []uint32{stclear, define, defineUnwritten} {
-		mustRC(t, v, rcSuccess, lock(idx))
-		mustRC(t, v, rcSuccess, lock(idx)) // locking a locked index succeeds
+		admMust(t, v, rcSuccess, lock(idx))
+		admMust(t, v, rcSuccess, lock(idx)) // locking a locked index succeeds
 		if nvAttrs(t, v, idx)&nvWriteLocked == 0 {
 			t.Errorf("index %#x: TPMA_NV_WRITELOCKED not set", idx)
 		}
 		// Every way to write is refused, with the owner's and the
 		// index's authorization.
-		mustRC(t, v, rcNVLocked, nvWriteCmd(rhOwner, idx, nil, []byte("x"), 0))
-		mustRC(t, v, rcNVLocked, nvWriteCmd(idx, idx, nil, []byte("x"), 0))
+		admMust(t, v, rcNVLocked, nvWriteCmd(rhOwner, idx, nil, []byte("x"), 0))
+		admMust(t, v, rcNVLocked, nvWriteCmd(idx, idx, nil, []byte("x"), 0))
 	}
 	// A read is not affected.
-	if p := mustRC(t, v, rcSuccess, nvReadCmd(rhOwner, stclear, nil, 8, 0)); string(params(p, false)[2:]) != "12345678" {
-		t.Errorf("read %q", params(p, false)[2:])
+	if p := admMust(t, v, rcSuccess, nvReadCmd(rhOwner, stclear, nil, 8, 0)); string(rspParams(p, false)[2:]) != "12345678" {
+		t.Errorf("read %q", rspParams(p, false)[2:])
 	}
 
 	// TPM Resume keeps every lock.
-	restart(t, v, suState, suState)
+	powerRestart(t, v, suState, suState)
 	for _, idx := range []uint32{stclear, define, defineUnwritten} {
-		mustRC(t, v, rcNVLocked, nvWriteCmd(rhOwner, idx, nil, []byte("x"), 0))
+		admMust(t, v, rcNVLocked, nvWriteCmd(rhOwner, idx, nil, []byte("x"), 0))
 	}
 	// TPM Reset clears WRITE_STCLEAR locks and the lock of an unwritten
 	// WRITEDEFINE index; a written WRITEDEFINE index stays locked.
-	restart(t, v, suClear, suClear)
-	mustRC(t, v, rcSuccess, nvWriteCmd(rhOwner, stclear, nil, []byte("y"), 0))
-	mustRC(t, v, rcSuccess, nvWriteCmd(rhOwner, defineUnwritten, nil, []byte("y"), 0))
-	mustRC(t, v, rcNVLocked, nvWriteCmd(rhOwner, define, nil, []byte("y"), 0))
+	powerRestart(t, v, suClear, suClear)
+	admMust(t, v, rcSuccess, nvWriteCmd(rhOwner, stclear, nil, []byte("y"), 0))
+	admMust(t, v, rcSuccess, nvWriteCmd(rhOwner, defineUnwritten, nil, []byte("y"), 0))
+	admMust(t, v, rcNVLocked, nvWriteCmd(rhOwner, define, nil, []byte("y"), 0))
 
 	// The lock survives Seal and Open.
-	mustRC(t, v, rcSuccess, lock(stclear))
+	admMust(t, v, rcSuccess, lock(stclear))
 	blob, err := v.Seal(testKey)
 	if err != nil {
 		t.Fatal(err)
@@ -69,7 +69,7 @@ func TestNVWriteLockedRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer w.Close()
-	mustRC(t, w, rcNVLocked, nvWriteCmd(rhOwner, stclear, nil, []byte("z"), 0))
+	admMust(t, w, rcNVLocked, nvWriteCmd(rhOwner, stclear, nil, []byte("z"), 0))
 }
 
 // TestNVReadLockSurvivesUntilReset read-locks an index and checks that
@@ -78,25 +78,25 @@ func TestNVWriteLockedRefused(t *testing.T) {
 func TestNVReadLockSurvivesUntilReset(t *testing.T) {
 	v := newTestTPM(t)
 	const idx, plain = 0x01500010, 0x01500011
-	mustRC(t, v, rcSuccess, defineNV(idx, []byte("pw"), nvBase|nvReadSTClear, 16))
-	mustRC(t, v, rcSuccess, defineNV(plain, nil, nvBase, 16))
-	mustRC(t, v, rcSuccess, nvWriteCmd(rhOwner, idx, nil, []byte("secret"), 0))
+	admMust(t, v, rcSuccess, defineNV(idx, []byte("pw"), admNVBase|nvReadSTClear, 16))
+	admMust(t, v, rcSuccess, defineNV(plain, nil, admNVBase, 16))
+	admMust(t, v, rcSuccess, nvWriteCmd(rhOwner, idx, nil, []byte("secret"), 0))
 	readLock := func(auth, idx uint32, pw []byte) []byte {
 		return rawCommand(ccNVReadLock, []uint32{auth, idx}, 1, pw)
 	}
-	mustRC(t, v, rcAttrsH2, readLock(rhOwner, plain, nil))
-	mustRC(t, v, rcSuccess, readLock(idx, idx, []byte("pw")))
-	mustRC(t, v, rcSuccess, readLock(rhOwner, idx, nil))
-	mustRC(t, v, rcNVLocked, nvReadCmd(rhOwner, idx, nil, 6, 0))
-	mustRC(t, v, rcNVLocked, nvReadCmd(idx, idx, []byte("pw"), 6, 0))
+	admMust(t, v, admAttrsH2, readLock(rhOwner, plain, nil))
+	admMust(t, v, rcSuccess, readLock(idx, idx, []byte("pw")))
+	admMust(t, v, rcSuccess, readLock(rhOwner, idx, nil))
+	admMust(t, v, rcNVLocked, nvReadCmd(rhOwner, idx, nil, 6, 0))
+	admMust(t, v, rcNVLocked, nvReadCmd(idx, idx, []byte("pw"), 6, 0))
 	// Writes still work.
-	mustRC(t, v, rcSuccess, nvWriteCmd(rhOwner, idx, nil, []byte("other!"), 0))
-	restart(t, v, suState, suState)
-	mustRC(t, v, rcNVLocked, nvReadCmd(rhOwner, idx, nil, 6, 0))
+	admMust(t, v, rcSuccess, nvWriteCmd(rhOwner, idx, nil, []byte("other!"), 0))
+	powerRestart(t, v, suState, suState)
+	admMust(t, v, rcNVLocked, nvReadCmd(rhOwner, idx, nil, 6, 0))
 	// TPM Restart: Shutdown(STATE) then Startup(CLEAR).
-	restart(t, v, suState, suClear)
-	p := mustRC(t, v, rcSuccess, nvReadCmd(rhOwner, idx, nil, 6, 0))
-	if got := string(params(p, false)[2:]); got != "other!" {
+	powerRestart(t, v, suState, suClear)
+	p := admMust(t, v, rcSuccess, nvReadCmd(rhOwner, idx, nil, 6, 0))
+	if got := string(rspParams(p, false)[2:]); got != "other!" {
 		t.Errorf("read %q after restart", got)
 	}
 }
@@ -105,38 +105,38 @@ func TestNVReadLockSurvivesUntilReset(t *testing.T) {
 func TestNVGlobalWriteLock(t *testing.T) {
 	v := newTestTPM(t)
 	const global, other = 0x01500020, 0x01500021
-	mustRC(t, v, rcSuccess, defineNV(global, nil, nvBase|nvGlobalLock, 4))
-	mustRC(t, v, rcSuccess, defineNV(other, nil, nvBase, 4))
-	mustRC(t, v, rcSuccess, rawCommand(ccNVGlobalWriteLock, []uint32{rhOwner}, 1, nil))
-	mustRC(t, v, rcNVLocked, nvWriteCmd(rhOwner, global, nil, []byte("x"), 0))
-	mustRC(t, v, rcSuccess, nvWriteCmd(rhOwner, other, nil, []byte("x"), 0))
+	admMust(t, v, rcSuccess, defineNV(global, nil, admNVBase|nvGlobalLock, 4))
+	admMust(t, v, rcSuccess, defineNV(other, nil, admNVBase, 4))
+	admMust(t, v, rcSuccess, rawCommand(ccNVGlobalWriteLock, []uint32{rhOwner}, 1, nil))
+	admMust(t, v, rcNVLocked, nvWriteCmd(rhOwner, global, nil, []byte("x"), 0))
+	admMust(t, v, rcSuccess, nvWriteCmd(rhOwner, other, nil, []byte("x"), 0))
 	// Only the owner or the platform may lock globally.
-	mustRC(t, v, qualify(rcValue, rcH|rcN), rawCommand(ccNVGlobalWriteLock, []uint32{rhEndorsement}, 1, nil))
-	restart(t, v, suClear, suClear)
-	mustRC(t, v, rcSuccess, nvWriteCmd(rhOwner, global, nil, []byte("x"), 0))
+	admMust(t, v, qualify(rcValue, rcH|rcN), rawCommand(ccNVGlobalWriteLock, []uint32{rhEndorsement}, 1, nil))
+	powerRestart(t, v, suClear, suClear)
+	admMust(t, v, rcSuccess, nvWriteCmd(rhOwner, global, nil, []byte("x"), 0))
 }
 
 // TestNVSetBits ORs bits into a bit-field index.
 func TestNVSetBits(t *testing.T) {
 	v := newTestTPM(t)
 	const bits, plain = 0x01500030, 0x01500031
-	mustRC(t, v, rcSuccess, defineNV(bits, nil, nvBase|nvBits|nvWriteSTClear, 8))
-	mustRC(t, v, rcSuccess, defineNV(plain, nil, nvBase, 8))
+	admMust(t, v, rcSuccess, defineNV(bits, nil, admNVBase|admNVBits|nvWriteSTClear, 8))
+	admMust(t, v, rcSuccess, defineNV(plain, nil, admNVBase, 8))
 	setBits := func(idx uint32, b uint64) []byte {
-		return rawCommand(ccNVSetBits, []uint32{rhOwner, idx}, 1, nil, u64b(b))
+		return rawCommand(ccNVSetBits, []uint32{rhOwner, idx}, 1, nil, admU64(b))
 	}
-	mustRC(t, v, rcNVUninitialized, nvReadCmd(rhOwner, bits, nil, 8, 0))
-	mustRC(t, v, rcSuccess, setBits(bits, 0x0101))
-	mustRC(t, v, rcSuccess, setBits(bits, 0x8000000000000010))
-	p := mustRC(t, v, rcSuccess, nvReadCmd(rhOwner, bits, nil, 8, 0))
-	if got := binary.BigEndian.Uint64(params(p, false)[2:]); got != 0x8000000000000111 {
+	admMust(t, v, rcNVUninitialized, nvReadCmd(rhOwner, bits, nil, 8, 0))
+	admMust(t, v, rcSuccess, setBits(bits, 0x0101))
+	admMust(t, v, rcSuccess, setBits(bits, 0x8000000000000010))
+	p := admMust(t, v, rcSuccess, nvReadCmd(rhOwner, bits, nil, 8, 0))
+	if got := binary.BigEndian.Uint64(rspParams(p, false)[2:]); got != 0x8000000000000111 {
 		t.Errorf("bits %#x, want 0x8000000000000111", got)
 	}
-	mustRC(t, v, rcAttrsH2, setBits(plain, 1))
+	admMust(t, v, admAttrsH2, setBits(plain, 1))
 	// NV_Write is not for bit fields.
-	mustRC(t, v, rcAttributes, nvWriteCmd(rhOwner, bits, nil, make([]byte, 8), 0))
-	mustRC(t, v, rcSuccess, rawCommand(ccNVWriteLock, []uint32{rhOwner, bits}, 1, nil))
-	mustRC(t, v, rcNVLocked, setBits(bits, 2))
+	admMust(t, v, rcAttributes, nvWriteCmd(rhOwner, bits, nil, make([]byte, 8), 0))
+	admMust(t, v, rcSuccess, rawCommand(ccNVWriteLock, []uint32{rhOwner, bits}, 1, nil))
+	admMust(t, v, rcNVLocked, setBits(bits, 2))
 }
 
 // TestNVClearSTClear checks that an index with TPMA_NV_CLEAR_STCLEAR is
@@ -144,12 +144,12 @@ func TestNVSetBits(t *testing.T) {
 func TestNVClearSTClear(t *testing.T) {
 	v := newTestTPM(t)
 	const idx = 0x01500040
-	mustRC(t, v, rcSuccess, defineNV(idx, nil, nvBase|nvClearSTClear, 4))
-	mustRC(t, v, rcSuccess, nvWriteCmd(rhOwner, idx, nil, []byte("abcd"), 0))
-	restart(t, v, suState, suState)
-	mustRC(t, v, rcSuccess, nvReadCmd(rhOwner, idx, nil, 4, 0))
-	restart(t, v, suState, suClear)
-	mustRC(t, v, rcNVUninitialized, nvReadCmd(rhOwner, idx, nil, 4, 0))
+	admMust(t, v, rcSuccess, defineNV(idx, nil, admNVBase|nvClearSTClear, 4))
+	admMust(t, v, rcSuccess, nvWriteCmd(rhOwner, idx, nil, []byte("abcd"), 0))
+	powerRestart(t, v, suState, suState)
+	admMust(t, v, rcSuccess, nvReadCmd(rhOwner, idx, nil, 4, 0))
+	powerRestart(t, v, suState, suClear)
+	admMust(t, v, rcNVUninitialized, nvReadCmd(rhOwner, idx, nil, 4, 0))
 }
 
 // TestNVChangeAuthRefusesPassword checks that a password cannot change an
@@ -158,9 +158,9 @@ func TestNVClearSTClear(t *testing.T) {
 func TestNVChangeAuthRefusesPassword(t *testing.T) {
 	v := newTestTPM(t)
 	const idx = 0x01500050
-	mustRC(t, v, rcSuccess, defineNV(idx, []byte("old"), nvBase, 4))
-	mustRC(t, v, rcAuthType, rawCommand(ccNVChangeAuth, []uint32{idx}, 1, []byte("old"), b2b([]byte("new"))))
-	mustRC(t, v, rcSuccess, nvWriteCmd(idx, idx, []byte("old"), []byte("x"), 0))
+	admMust(t, v, rcSuccess, defineNV(idx, []byte("old"), admNVBase, 4))
+	admMust(t, v, rcAuthType, rawCommand(ccNVChangeAuth, []uint32{idx}, 1, []byte("old"), b2b([]byte("new"))))
+	admMust(t, v, rcSuccess, nvWriteCmd(idx, idx, []byte("old"), []byte("x"), 0))
 }
 
 // TestNVChangeAuthHandler runs the NV_ChangeAuth handler as dispatch runs
@@ -169,7 +169,7 @@ func TestNVChangeAuthRefusesPassword(t *testing.T) {
 func TestNVChangeAuthHandler(t *testing.T) {
 	v := newTestTPM(t)
 	const idx = 0x01500051
-	mustRC(t, v, rcSuccess, defineNV(idx, []byte("old"), nvBase, 4))
+	admMust(t, v, rcSuccess, defineNV(idx, []byte("old"), admNVBase, 4))
 	run := func(newAuth []byte) uint32 {
 		c := &call{def: lookupCommand(ccNVChangeAuth), nh: 1, nsess: 1}
 		c.h[0] = idx
@@ -186,8 +186,8 @@ func TestNVChangeAuthHandler(t *testing.T) {
 	if rc := run(append([]byte("new"), make([]byte, 40)...)); rc != rcSuccess {
 		t.Errorf("trailing zeros: rc %#x", rc)
 	}
-	mustRC(t, v, qualify(rcBadAuth, rcS|rcN), nvWriteCmd(idx, idx, []byte("old"), []byte("x"), 0))
-	mustRC(t, v, rcSuccess, nvWriteCmd(idx, idx, []byte("new"), []byte("x"), 0))
+	admMust(t, v, qualify(rcBadAuth, rcS|rcN), nvWriteCmd(idx, idx, []byte("old"), []byte("x"), 0))
+	admMust(t, v, rcSuccess, nvWriteCmd(idx, idx, []byte("new"), []byte("x"), 0))
 }
 
 // TestNVChangeAuthPolicy changes an index's authValue through a policy
@@ -199,8 +199,8 @@ func TestNVChangeAuthPolicy(t *testing.T) {
 	const idx = 0x01500052
 	// policyDigest = SHA-256(0^32 || TPM_CC_PolicyCommandCode || TPM_CC_NV_ChangeAuth)
 	policy := sha256.Sum256(bytesOf(make([]byte, 32), u32b(0x16C), u32b(ccNVChangeAuth)))
-	pub := bytesOf(u32b(idx), u16b(algSHA256), u32b(nvBase), b2b(policy[:]), u16b(4))
-	mustRC(t, v, rcSuccess, rawCommand(ccNVDefineSpace, []uint32{rhOwner}, 1, nil, b2b([]byte("old")), b2b(pub)))
+	pub := bytesOf(u32b(idx), u16b(algSHA256), u32b(admNVBase), b2b(policy[:]), u16b(4))
+	admMust(t, v, rcSuccess, rawCommand(ccNVDefineSpace, []uint32{rhOwner}, 1, nil, b2b([]byte("old")), b2b(pub)))
 	sess, closeSess, err := tpm2.PolicySession(v, tpm2.TPMAlgSHA256, 16)
 	if err != nil {
 		t.Skipf("policy session: %v", err)
@@ -214,14 +214,14 @@ func TestNVChangeAuthPolicy(t *testing.T) {
 	auth := bytesOf(u32b(uint32(sess.Handle())), b2b(nil), []byte{0}, b2b(nil))
 	cmd := bytesOf(u16b(stSessions), u32b(0), u32b(ccNVChangeAuth), u32b(idx), u32b(uint32(len(auth))), auth, b2b([]byte("new")))
 	binary.BigEndian.PutUint32(cmd[2:], uint32(len(cmd)))
-	rc, _ := send(t, v, cmd)
+	rc, _ := admSend(t, v, cmd)
 	if rc == rcAuthUnavailable {
 		t.Skip("policy sessions do not authorize commands yet")
 	}
 	if rc != rcSuccess {
 		t.Fatalf("NV_ChangeAuth: rc %#x", rc)
 	}
-	mustRC(t, v, rcSuccess, nvWriteCmd(idx, idx, []byte("new"), []byte("x"), 0))
+	admMust(t, v, rcSuccess, nvWriteCmd(idx, idx, []byte("new"), []byte("x"), 0))
 }
 
 // TestDifferentialNVLocks runs the lock, bit-field and authValue commands
@@ -240,25 +240,25 @@ func TestDifferentialNVLocks(t *testing.T) {
 		plain   = 0x01500008
 	)
 	cmds := [][]byte{
-		defineNV(stclear, nil, nvBase|nvWriteSTClear, 8),
-		defineNV(define, nil, nvBase|nvWriteDefine, 8),
-		defineNV(unwrit, nil, nvBase|nvWriteDefine, 8),
-		defineNV(readClr, []byte("pw"), nvBase|nvReadSTClear, 8),
-		defineNV(global, nil, nvBase|nvGlobalLock, 8),
-		defineNV(bits, nil, nvBase|nvBits|nvWriteSTClear, 8),
-		defineNV(clrSt, nil, nvBase|nvClearSTClear, 8),
-		defineNV(plain, []byte("pw"), nvBase, 8),
+		defineNV(stclear, nil, admNVBase|nvWriteSTClear, 8),
+		defineNV(define, nil, admNVBase|nvWriteDefine, 8),
+		defineNV(unwrit, nil, admNVBase|nvWriteDefine, 8),
+		defineNV(readClr, []byte("pw"), admNVBase|nvReadSTClear, 8),
+		defineNV(global, nil, admNVBase|nvGlobalLock, 8),
+		defineNV(bits, nil, admNVBase|admNVBits|nvWriteSTClear, 8),
+		defineNV(clrSt, nil, admNVBase|nvClearSTClear, 8),
+		defineNV(plain, []byte("pw"), admNVBase, 8),
 		// Bits index with an ordinary size, and writes of each kind.
-		defineNV(0x01500009, nil, nvBase|nvBits, 4),
+		defineNV(0x01500009, nil, admNVBase|admNVBits, 4),
 		nvWriteCmd(rhOwner, stclear, nil, []byte("stclear!"), 0),
 		nvWriteCmd(rhOwner, define, nil, []byte("define!!"), 0),
 		nvWriteCmd(rhOwner, readClr, nil, []byte("readclr!"), 0),
 		nvWriteCmd(rhOwner, clrSt, nil, []byte("clearst!"), 0),
-		rawCommand(ccNVSetBits, []uint32{rhOwner, bits}, 1, nil, u64b(0x0102030405060708)),
-		rawCommand(ccNVSetBits, []uint32{rhOwner, bits}, 1, nil, u64b(0x8000000000000000)),
-		rawCommand(ccNVSetBits, []uint32{rhOwner, plain}, 1, nil, u64b(1)),
-		rawCommand(ccNVSetBits, []uint32{plain, plain}, 1, []byte("pw"), u64b(1)),
-		rawCommand(ccNVSetBits, []uint32{rhOwner, bits}, 1, nil, u64b(1), []byte{0}),
+		rawCommand(ccNVSetBits, []uint32{rhOwner, bits}, 1, nil, admU64(0x0102030405060708)),
+		rawCommand(ccNVSetBits, []uint32{rhOwner, bits}, 1, nil, admU64(0x8000000000000000)),
+		rawCommand(ccNVSetBits, []uint32{rhOwner, plain}, 1, nil, admU64(1)),
+		rawCommand(ccNVSetBits, []uint32{plain, plain}, 1, []byte("pw"), admU64(1)),
+		rawCommand(ccNVSetBits, []uint32{rhOwner, bits}, 1, nil, admU64(1), []byte{0}),
 		nvReadCmd(rhOwner, bits, nil, 8, 0),
 		rawCommand(ccNVWriteLock, []uint32{rhOwner, plain}, 1, nil),
 		rawCommand(ccNVWriteLock, []uint32{rhOwner, stclear}, 1, nil),
@@ -270,7 +270,7 @@ func TestDifferentialNVLocks(t *testing.T) {
 		nvWriteCmd(rhOwner, stclear, nil, []byte("x"), 0),
 		nvWriteCmd(rhOwner, define, nil, []byte("x"), 0),
 		nvWriteCmd(rhOwner, unwrit, nil, []byte("x"), 0),
-		rawCommand(ccNVSetBits, []uint32{rhOwner, bits}, 1, nil, u64b(2)),
+		rawCommand(ccNVSetBits, []uint32{rhOwner, bits}, 1, nil, admU64(2)),
 		rawCommand(ccNVReadLock, []uint32{rhOwner, plain}, 1, nil),
 		rawCommand(ccNVReadLock, []uint32{readClr, readClr}, 1, []byte("pw")),
 		rawCommand(ccNVReadLock, []uint32{readClr, readClr}, 1, []byte("pw")),
@@ -297,7 +297,7 @@ func TestDifferentialNVLocks(t *testing.T) {
 		nvWriteCmd(rhOwner, define, nil, []byte("x"), 0),
 		nvWriteCmd(rhOwner, unwrit, nil, []byte("x"), 0),
 		nvWriteCmd(rhOwner, global, nil, []byte("x"), 0),
-		rawCommand(ccNVSetBits, []uint32{rhOwner, bits}, 1, nil, u64b(4)),
+		rawCommand(ccNVSetBits, []uint32{rhOwner, bits}, 1, nil, admU64(4)),
 		nvReadCmd(rhOwner, bits, nil, 8, 0),
 		nvReadCmd(rhOwner, readClr, nil, 8, 0),
 		nvReadCmd(rhOwner, clrSt, nil, 8, 0),

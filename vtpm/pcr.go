@@ -207,7 +207,7 @@ func (t *TPM) filterPCRSelections(sels []pcrSelection) {
 // cmdPCRAllocate is TPM2_PCR_Allocate (Part 3, section 22.5). The new
 // allocation is kept aside and becomes current at the next
 // TPM2_Startup(CLEAR); until then TPM2_Shutdown(STATE) is refused. Banks
-// that the request does not name keep their allocation. The H-CRTM PCR
+// that the request does not name keep their current allocation. The H-CRTM PCR
 // (0) and the D-RTM PCR (17) must stay allocated in at least one bank.
 func (t *TPM) cmdPCRAllocate(c *call) uint32 {
 	sels := parsePCRSelections(&c.r)
@@ -219,10 +219,9 @@ func (t *TPM) cmdPCRAllocate(c *call) uint32 {
 	if c.h[0] != rhPlatform {
 		return qualify(rcValue, rcH|rcN)
 	}
+	// As in the reference implementation, the request is applied to the
+	// current allocation, not to an allocation still pending.
 	next := t.s.PCRUnallocated
-	if t.s.PCRAllocPending {
-		next = t.s.PCRAllocNext
-	}
 	for _, s := range sels {
 		b := bankIndex(s.alg)
 		var unalloc uint32

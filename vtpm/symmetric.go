@@ -1,9 +1,9 @@
 package vtpm
 
 func init() {
-	// The hierarchy enables are checked for every command's handles
-	// (hierarchy.go). This init runs after every file that registers
-	// commands, since Go runs a package's init functions in file name
-	// order; TestHierarchyChecksCoverEveryCommand proves it.
-	wrapHierarchyChecks()
+	// Every command starts with the admin checks (hierarchy.go). This
+	// init runs after every file that registers commands, since the go
+	// command presents a package's files in name order and init functions
+	// run in that order; TestAdminChecksCoverEveryCommand proves it.
+	wrapAdminChecks()
 }

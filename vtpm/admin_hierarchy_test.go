@@ -1,0 +1,163 @@
+package vtpm
+
+import (
+	"testing"
+)
+
+// TestAdminChecksCoverEveryCommand proves that wrapAdminChecks ran after
+// every file that registers commands (it depends on init order).
+func TestAdminChecksCoverEveryCommand(t *testing.T) {
+	for cc, d := range commands {
+		if d != nil && !adminWrapped[uint32(cc)] {
+			t.Errorf("command %#x is not wrapped: a file registering commands sorts after symmetric.go", cc)
+		}
+	}
+}
+
+func hierarchyControl(auth, enable uint32, state byte) []byte {
+	return rawCommand(ccHierarchyControl, []uint32{auth}, 1, nil, u32b(enable), []byte{state})
+}
+
+var (
+	admHierH1   = qualify(rcHierarchy, rcH|rcN)
+	admHandleH1 = qualify(rcHandle, rcH|rcN)
+)
+
+// TestDisabledOwnerHierarchyRefused disables the storage hierarchy and
+// checks that its handle, persistent objects and NV indices are refused
+// and its loaded objects flushed, that the owner cannot enable it again,
+// and that TPM Reset does.
+func TestDisabledOwnerHierarchyRefused(t *testing.T) {
+	v := newTestTPM(t)
+	const idx = 0x01500060
+	admMust(t, v, rcSuccess, defineNV(idx, nil, admNVBase, 4))
+	admMust(t, v, rcSuccess, nvWriteCmd(rhOwner, idx, nil, []byte("abcd"), 0))
+	srk := admMust(t, v, rcSuccess, createPrimaryCmdOwner())
+	h := admBE32(srk)
+	admMust(t, v, rcSuccess, rawCommand(ccEvictControl, []uint32{rhOwner, h}, 1, nil, u32b(0x81000001)))
+	ek := admMust(t, v, rcSuccess, rawCommand(ccCreatePrimary, []uint32{rhEndorsement}, 1, nil, createPrimaryParams()...))
+	ekH := admBE32(ek)
+
+	admMust(t, v, rcSuccess, hierarchyControl(rhOwner, rhOwner, 0))
+	admMust(t, v, admHierH1, createPrimaryCmdOwner())
+	admMust(t, v, admHierH1, hierarchyControl(rhOwner, rhOwner, 1))
+	admMust(t, v, admHandleH1, nvReadCmd(idx, idx, nil, 4, 0))
+	admMust(t, v, admHierH1, nvReadCmd(rhOwner, idx, nil, 4, 0))
+	admMust(t, v, admHandleH1, rawCommand(ccNVReadPublic, []uint32{idx}, 0, nil))
+	admMust(t, v, admHandleH1, rawCommand(ccReadPublic, []uint32{0x81000001}, 0, nil))
+	admMust(t, v, rcReferenceH0, rawCommand(ccReadPublic, []uint32{h}, 0, nil))
+	// The endorsement hierarchy is not affected.
+	admMust(t, v, rcSuccess, rawCommand(ccReadPublic, []uint32{ekH}, 0, nil))
+	// The platform may enable it again.
+	admMust(t, v, rcSuccess, hierarchyControl(rhPlatform, rhOwner, 1))
+	admMust(t, v, rcSuccess, nvReadCmd(idx, idx, nil, 4, 0))
+	admMust(t, v, rcSuccess, hierarchyControl(rhOwner, rhOwner, 0))
+	// TPM Resume keeps it disabled, TPM Reset enables it.
+	powerRestart(t, v, suState, suState)
+	admMust(t, v, admHandleH1, rawCommand(ccReadPublic, []uint32{0x81000001}, 0, nil))
+	powerRestart(t, v, suClear, suClear)
+	admMust(t, v, rcSuccess, rawCommand(ccReadPublic, []uint32{0x81000001}, 0, nil))
+}
+
+// TestDisabledPlatformHierarchy disables the platform hierarchy and
+// platformNV and checks what they hide; any startup enables the platform
+// hierarchy, TPM Resume keeps platformNV disabled.
+func TestDisabledPlatformHierarchy(t *testing.T) {
+	v := newTestTPM(t)
+	const idx = 0x01500061
+	pub := nvPublic(idx, nvPPWrite|nvPPRead|nvAuthRead|nvAuthWrite|nvPlatformCreate|nvNoDA, 4)
+	admMust(t, v, rcSuccess, rawCommand(ccNVDefineSpace, []uint32{rhPlatform}, 1, nil, b2b(nil), b2b(pub)))
+	admMust(t, v, rcAuthType, hierarchyControl(rhOwner, rhPlatformNV, 0))
+	admMust(t, v, rcSuccess, hierarchyControl(rhPlatform, rhPlatformNV, 0))
+	admMust(t, v, admHandleH1, rawCommand(ccNVReadPublic, []uint32{idx}, 0, nil))
+	admMust(t, v, rcSuccess, hierarchyControl(rhPlatform, rhPlatform, 0))
+	admMust(t, v, admHierH1, hierarchyControl(rhPlatform, rhPlatform, 1))
+	powerRestart(t, v, suState, suState)
+	admMust(t, v, admHandleH1, rawCommand(ccNVReadPublic, []uint32{idx}, 0, nil))
+	admMust(t, v, rcSuccess, hierarchyControl(rhPlatform, rhPlatformNV, 1))
+	admMust(t, v, rcSuccess, rawCommand(ccNVReadPublic, []uint32{idx}, 0, nil))
+}
+
+// TestPlatformAuthResetAtStartup checks that platformAuth is emptied by
+// TPM Reset and Restart (firmware sets it at every boot) and kept by TPM
+// Resume.
+func TestPlatformAuthResetAtStartup(t *testing.T) {
+	v := newTestTPM(t)
+	admMust(t, v, rcSuccess, rawCommand(ccHierarchyChangeAuth, []uint32{rhPlatform}, 1, nil, b2b([]byte("fw"))))
+	powerRestart(t, v, suState, suState)
+	admMust(t, v, rcSuccess, rawCommand(ccHierarchyChangeAuth, []uint32{rhPlatform}, 1, []byte("fw"), b2b([]byte("fw"))))
+	powerRestart(t, v, suState, suClear)
+	admMust(t, v, rcSuccess, rawCommand(ccHierarchyChangeAuth, []uint32{rhPlatform}, 1, nil, b2b(nil)))
+}
+
+func admBE32(b []byte) uint32 {
+	return uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
+}
+
+// createPrimaryParams are the parameters of CreatePrimary for an ECC
+// P-256 storage key.
+func createPrimaryParams() [][]byte {
+	tmpl := bytesOf(u16b(algECC), u16b(algSHA256), u32b(0x00030072), u16b(0),
+		u16b(algAES), u16b(128), u16b(algCFB), u16b(algNull), u16b(curveNISTP256), u16b(algNull), u16b(0), u16b(0))
+	return [][]byte{b2b(bytesOf(u16b(0), u16b(0))), b2b(tmpl), b2b(nil), u32b(0)}
+}
+
+func createPrimaryCmdOwner() []byte {
+	return rawCommand(ccCreatePrimary, []uint32{rhOwner}, 1, nil, createPrimaryParams()...)
+}
+
+// TestDifferentialHierarchyControl compares HierarchyControl and the
+// effects of disabled hierarchies with the reference TPM.
+func TestDifferentialHierarchyControl(t *testing.T) {
+	d := newDual(t)
+	const idx, pidx = 0x01500062, 0x01500063
+	ppub := nvPublic(pidx, nvPPWrite|nvPPRead|nvPlatformCreate|nvNoDA, 4)
+	cmds := [][]byte{
+		defineNV(idx, nil, admNVBase, 4),
+		rawCommand(ccNVDefineSpace, []uint32{rhPlatform}, 1, nil, b2b(nil), b2b(ppub)),
+		hierarchyControl(rhOwner, rhOwner, 2),
+		hierarchyControl(rhOwner, 0x40000002, 0),
+		hierarchyControl(rhLockout, rhOwner, 0),
+		hierarchyControl(rhOwner, rhEndorsement, 0),
+		hierarchyControl(rhEndorsement, rhOwner, 0),
+		hierarchyControl(rhOwner, rhPlatform, 0),
+		hierarchyControl(rhEndorsement, rhPlatformNV, 0),
+		hierarchyControl(rhOwner, rhOwner, 1),
+		rawCommand(ccHierarchyControl, []uint32{rhOwner}, 1, nil, u32b(rhOwner)),
+		hierarchyControl(rhOwner, rhOwner, 0),
+		hierarchyControl(rhOwner, rhOwner, 0),
+		rawCommand(ccNVReadPublic, []uint32{idx}, 0, nil),
+		rawCommand(ccNVReadPublic, []uint32{pidx}, 0, nil),
+		createPrimaryCmdOwner(),
+		defineNV(0x01500064, nil, admNVBase, 4),
+		hierarchyControl(rhEndorsement, rhEndorsement, 0),
+		hierarchyControl(rhEndorsement, rhEndorsement, 1),
+		rawCommand(ccCreatePrimary, []uint32{rhEndorsement}, 1, nil, createPrimaryParams()...),
+		hierarchyControl(rhPlatform, rhEndorsement, 1),
+		hierarchyControl(rhPlatform, rhOwner, 1),
+		rawCommand(ccNVReadPublic, []uint32{idx}, 0, nil),
+		hierarchyControl(rhPlatform, rhPlatformNV, 0),
+		rawCommand(ccNVReadPublic, []uint32{pidx}, 0, nil),
+		rawCommand(ccNVReadPublic, []uint32{idx}, 0, nil),
+		hierarchyControl(rhPlatform, rhPlatformNV, 1),
+		rawCommand(ccNVReadPublic, []uint32{pidx}, 0, nil),
+		hierarchyControl(rhPlatform, rhPlatform, 0),
+		hierarchyControl(rhPlatform, rhPlatform, 1),
+		rawCommand(ccNVUndefineSpace, []uint32{rhOwner, idx}, 1, nil),
+	}
+	for _, cmd := range cmds {
+		sameResponse(t, d, cmd)
+	}
+	dualReset(t, d)
+	for _, cmd := range [][]byte{
+		hierarchyControl(rhPlatform, rhPlatformNV, 0),
+		rawCommand(ccNVReadPublic, []uint32{pidx}, 0, nil),
+		hierarchyControl(rhPlatform, rhOwner, 0),
+		hierarchyControl(rhPlatform, rhEndorsement, 0),
+		rawCommand(ccCreatePrimary, []uint32{rhEndorsement}, 1, nil, createPrimaryParams()...),
+	} {
+		sameResponse(t, d, cmd)
+	}
+	dualReset(t, d)
+	sameResponse(t, d, rawCommand(ccNVReadPublic, []uint32{pidx}, 0, nil))
+}
