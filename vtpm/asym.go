@@ -33,6 +33,12 @@ const (
 	ccCreateLoaded       = 0x191
 )
 
+// maxECCParameter bounds a TPM2B_ECC_PARAMETER on input: the reference
+// TPM accepts coordinates up to the size of a P-521 one and then refuses
+// them as points not on the curve, so a longer one here is also
+// TPM_RC_ECC_POINT rather than TPM_RC_SIZE.
+const maxECCParameter = 66
+
 // Response codes used only by these commands.
 const (
 	rcNoResult = rcVer1 + 0x054 // TPM_RC_NO_RESULT
@@ -177,11 +183,8 @@ func labeledDecrypt(o *object, label string, secret []byte) ([]byte, uint32) {
 			return nil, rcKey
 		}
 		priv := k.(*rsa.PrivateKey)
-		if len(secret) != priv.Size() {
+		if len(secret) != priv.Size() || new(big.Int).SetBytes(secret).Cmp(priv.N) >= 0 {
 			return nil, rcSize
-		}
-		if new(big.Int).SetBytes(secret).Cmp(priv.N) >= 0 {
-			return nil, rcValue
 		}
 		seed, err := rsa.DecryptOAEP(hashOf(hashAlg).New(), nil, priv, secret, oaepLabel(label))
 		if err != nil {
@@ -194,8 +197,8 @@ func labeledDecrypt(o *object, label string, secret []byte) ([]byte, uint32) {
 		return seed, rcSuccess
 	case algECC:
 		r := newReader(secret)
-		x := r.b2b(maxECCKeyBytes)
-		y := r.b2b(maxECCKeyBytes)
+		x := r.b2b(maxECCParameter)
+		y := r.b2b(maxECCParameter)
 		if !r.ok() {
 			return nil, r.code
 		}
@@ -288,11 +291,13 @@ func (t *TPM) cmdRSAEncrypt(c *call) uint32 {
 	if rc != rcSuccess {
 		return rc
 	}
+	if !labelTerminated(label) {
+		return qualify(rcValue, rcP|3*rcN)
+	}
 	s, rc := rsaScheme(o, in)
 	if rc != rcSuccess {
 		return rc
 	}
-	label = oaepLabelParam(label)
 	pkAny, ok := o.publicKey()
 	if !ok {
 		return qualify(rcKey, rcH|rcN)
@@ -306,36 +311,27 @@ func (t *TPM) cmdRSAEncrypt(c *call) uint32 {
 	case algRSAES:
 		ct, err = rsa.EncryptPKCS1v15(rand.Reader, pk, msg)
 	case algNull:
+		// As in the reference TPM, these errors carry no parameter
+		// number.
 		k := pk.Size()
-		if len(msg) > k {
-			return qualify(rcValue, rcP|rcN)
-		}
 		m := new(big.Int).SetBytes(msg)
-		if m.Cmp(pk.N) >= 0 {
-			return qualify(rcValue, rcP|rcN)
+		if len(msg) > k || m.Cmp(pk.N) >= 0 {
+			return rcSize
 		}
 		c := new(big.Int).Exp(m, big.NewInt(int64(pk.E)), pk.N)
 		ct = c.FillBytes(make([]byte, k))
 	}
 	if err != nil {
-		return qualify(rcValue, rcP|rcN)
+		return rcValue
 	}
 	c.w.b2b(ct)
 	return rcSuccess
 }
 
-// oaepLabelParam returns the label as OAEP uses it: a label that does not
-// end in a zero gets one (Part 3, section 14.2: "If the label is not
-// NULL-terminated, a NULL is added").
-func oaepLabelParam(l []byte) []byte {
-	if len(l) == 0 {
-		return nil
-	}
-	if l[len(l)-1] != 0 {
-		return append(append([]byte(nil), l...), 0)
-	}
-	return l
-}
+// labelTerminated reports whether an OAEP label is empty or ends with a
+// zero octet, as the reference TPM requires (TPM_RC_VALUE otherwise); the
+// label is used as given, terminator included.
+func labelTerminated(l []byte) bool { return len(l) == 0 || l[len(l)-1] == 0 }
 
 // cmdRSADecrypt is TPM2_RSA_Decrypt (Part 3, section 14.3).
 func (t *TPM) cmdRSADecrypt(c *call) uint32 {
@@ -352,6 +348,9 @@ func (t *TPM) cmdRSADecrypt(c *call) uint32 {
 	if rc != rcSuccess {
 		return rc
 	}
+	if !labelTerminated(label) {
+		return qualify(rcValue, rcP|3*rcN)
+	}
 	s, rc := rsaScheme(o, in)
 	if rc != rcSuccess {
 		return rc
@@ -361,17 +360,15 @@ func (t *TPM) cmdRSADecrypt(c *call) uint32 {
 		return qualify(rcKey, rcH|rcN)
 	}
 	priv := k.(*rsa.PrivateKey)
-	if len(ct) != priv.Size() {
-		return qualify(rcSize, rcP|rcN)
-	}
-	if new(big.Int).SetBytes(ct).Cmp(priv.N) >= 0 {
-		return qualify(rcValue, rcP|rcN)
+	// As in the reference TPM, these errors carry no parameter number.
+	if len(ct) != priv.Size() || new(big.Int).SetBytes(ct).Cmp(priv.N) >= 0 {
+		return rcSize
 	}
 	var msg []byte
 	var err error
 	switch s.scheme {
 	case algOAEP:
-		msg, err = rsa.DecryptOAEP(hashOf(s.hash).New(), nil, priv, ct, oaepLabelParam(label))
+		msg, err = rsa.DecryptOAEP(hashOf(s.hash).New(), nil, priv, ct, label)
 	case algRSAES:
 		msg, err = rsa.DecryptPKCS1v15(nil, priv, ct)
 	case algNull:
@@ -379,7 +376,7 @@ func (t *TPM) cmdRSADecrypt(c *call) uint32 {
 		msg = m.FillBytes(make([]byte, priv.Size()))
 	}
 	if err != nil {
-		return qualify(rcValue, rcP|rcN)
+		return rcValue
 	}
 	c.w.b2b(msg)
 	clear(msg)
@@ -442,7 +439,7 @@ func (t *TPM) cmdECDHKeyGen(c *call) uint32 {
 // d·inPoint of the key's private scalar d.
 func (t *TPM) cmdECDHZGen(c *call) uint32 {
 	r := &c.r
-	b := r.b2b(2 * (2 + maxECCKeyBytes))
+	b := r.b2b(2 * (2 + maxECCParameter))
 	if rc := r.done(); rc != rcSuccess {
 		return rc
 	}
@@ -451,8 +448,8 @@ func (t *TPM) cmdECDHZGen(c *call) uint32 {
 	}
 	pr := newReader(b)
 	pr.param(1)
-	x := pr.b2b(maxECCKeyBytes)
-	y := pr.b2b(maxECCKeyBytes)
+	x := pr.b2b(maxECCParameter)
+	y := pr.b2b(maxECCParameter)
 	if !pr.ok() {
 		return pr.code
 	}

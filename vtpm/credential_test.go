@@ -203,6 +203,7 @@ func credentialScenario(t *testing.T, tp transport.TPM, tmpl tpm2.TPMTPublic) {
 	activateCredential(tp, ak, srk, nil, enc)
 	activateCredential(tp, ak, srk, blob, enc[:len(enc)-1])
 	activateCredential(tp, ak, srk, blob, nil)
+	activateCredential(tp, ak, srk, blob, bytes.Repeat([]byte{0xFF}, len(enc)))
 	// The wrong object: the SRK itself.
 	activateCredential(tp, srk, srk, blob, enc)
 	// The wrong key: a signing key cannot activate.
