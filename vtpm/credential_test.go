@@ -2,9 +2,12 @@ package vtpm
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"errors"
 	"testing"
+
+	"github.com/shieldvm/shieldvm/attest"
 
 	"github.com/google/go-tpm/tpm2"
 	"github.com/google/go-tpm/tpm2/transport"
@@ -316,5 +319,123 @@ func TestActivateCredentialWrongObjectNameRejected(t *testing.T) {
 	mc = makeCredential(t, v, srk, tpm2.TPM2BName{Buffer: append([]byte{0, 0x0b}, make([]byte, 32)...)}, []byte("x"))
 	if _, err := activateCredential(v, ak, srk, mc.CredentialBlob.Buffer, mc.Secret.Buffer); !errors.Is(err, tpm2.TPMRCIntegrity) {
 		t.Fatalf("ActivateCredential for a made-up name: %v", err)
+	}
+}
+
+// ekPolicySession satisfies the default EK policy,
+// PolicySecret(TPM_RH_ENDORSEMENT) (TCG EK Credential Profile, 2.1.5.1).
+func ekPolicySession() tpm2.Session {
+	return tpm2.Policy(tpm2.TPMAlgSHA256, 16, func(tp transport.TPM, h tpm2.TPMISHPolicy, nonce tpm2.TPM2BNonce) error {
+		_, err := tpm2.PolicySecret{AuthHandle: tpm2.TPMRHEndorsement, PolicySession: h, NonceTPM: nonce}.Execute(tp)
+		return err
+	})
+}
+
+// TestActivateCredentialEK activates credentials with the default RSA and
+// ECC endorsement keys, whose adminWithPolicy attribute and policy
+// require TPM2_PolicySecret on the endorsement hierarchy, on our vTPM and
+// the reference TPM; a password cannot authorize the EK.
+func TestActivateCredentialEK(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		tmpl tpm2.TPMTPublic
+	}{{"RSA", tpm2.RSAEKTemplate}, {"ECC", tpm2.ECCEKTemplate}} {
+		t.Run(tc.name, func(t *testing.T) {
+			v := newTestTPM(t)
+			ref := simTPM{getSim(t)}
+			for _, tp := range []struct {
+				name string
+				tpm  transport.TPM
+			}{{"vtpm", v}, {"reference", ref}} {
+				ekRsp, err := tpm2.CreatePrimary{
+					PrimaryHandle: tpm2.AuthHandle{Handle: tpm2.TPMRHEndorsement, Auth: pwAuth(nil)},
+					InPublic:      tpm2.New2B(tc.tmpl),
+				}.Execute(tp.tpm)
+				if err != nil {
+					t.Fatal(err)
+				}
+				ek := loadedKey{ekRsp.ObjectHandle, ekRsp.Name, ekRsp.OutPublic}
+				srk := createSRK(t, tp.tpm, tpm2.ECCSRKTemplate)
+				ak, _ := createChild(t, tp.tpm, srk, eccSigningTemplate, nil)
+				pub, _ := ek.pub.Contents()
+				encap, err := tpm2.ImportEncapsulationKey(pub)
+				if err != nil {
+					t.Fatal(err)
+				}
+				secret := []byte("activated with the EK")
+				id, enc, err := tpm2.CreateCredential(rand.Reader, encap, ak.name.Buffer, secret)
+				if err != nil {
+					t.Fatal(err)
+				}
+				rsp, err := tpm2.ActivateCredential{
+					ActivateHandle: ak.auth(),
+					KeyHandle:      tpm2.AuthHandle{Handle: ek.handle, Name: ek.name, Auth: ekPolicySession()},
+					CredentialBlob: tpm2.TPM2BIDObject{Buffer: id},
+					Secret:         tpm2.TPM2BEncryptedSecret{Buffer: enc},
+				}.Execute(tp.tpm)
+				if err != nil || !bytes.Equal(rsp.CertInfo.Buffer, secret) {
+					t.Fatalf("%s: ActivateCredential with the EK: %v", tp.name, err)
+				}
+				// A password session is refused: the EK's user role needs
+				// its policy.
+				if _, err := activateCredential(tp.tpm, ak, ek, id, enc); !errors.Is(err, tpm2.TPMRCAuthUnavailable) {
+					t.Errorf("%s: EK with a password: %v, want TPM_RC_AUTH_UNAVAILABLE", tp.name, err)
+				}
+				ak.flush(tp.tpm)
+				srk.flush(tp.tpm)
+				ek.flush(tp.tpm)
+			}
+		})
+	}
+}
+
+// TestAttesterActivatesOnVTPM runs the attest package's host side on our
+// vTPM: its Attester creates the RSA EK and an AK, and Activate recovers a
+// credential made for them (as attest's Challenger makes it) through a
+// PolicySecret session.
+func TestAttesterActivatesOnVTPM(t *testing.T) {
+	v := newTestTPM(t)
+	ctx := context.Background()
+	a, err := attest.NewAttester(ctx, v, attest.AttesterConfig{})
+	if err != nil {
+		t.Fatalf("NewAttester: %v", err)
+	}
+	defer a.Close()
+	ek, err := tpm2.Unmarshal[tpm2.TPMTPublic](a.EKPublic())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ak, err := tpm2.Unmarshal[tpm2.TPMTPublic](a.AKPublic())
+	if err != nil {
+		t.Fatal(err)
+	}
+	akName, err := tpm2.ObjectName(ak)
+	if err != nil {
+		t.Fatal(err)
+	}
+	encap, err := tpm2.ImportEncapsulationKey(ek)
+	if err != nil {
+		t.Fatal(err)
+	}
+	secret := bytes.Repeat([]byte{0x5a}, 32)
+	id, enc, err := tpm2.CreateCredential(rand.Reader, encap, akName.Buffer, secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := a.Activate(ctx, attest.Credential{IDObject: id, EncryptedSecret: enc})
+	if err != nil || !bytes.Equal(got, secret) {
+		t.Fatalf("Activate = %x, %v", got, err)
+	}
+	// A challenge from attest's Challenger activates too.
+	ch, err := attest.NewChallenger(bytes.Repeat([]byte{1}, 32), attest.ChallengeConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tc, err := ch.NewTPMChallenge(a.EKPublic(), a.AKPublic())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Activate(ctx, tc.Credential); err != nil {
+		t.Fatalf("Activate(NewTPMChallenge): %v", err)
 	}
 }

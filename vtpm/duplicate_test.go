@@ -679,3 +679,108 @@ func TestImportDifferential(t *testing.T) {
 		})
 	}
 }
+
+// TestGoTPMToolsImportEK is go-tpm-tools' sealed-secret flow on our vTPM
+// with the endorsement key as the import parent (its EKSession runs
+// PolicySecret for every use), without and with a PCR policy on the
+// secret: the PCR-bound secret unseals through PolicyPCR until the PCR
+// changes, and never after.
+func TestGoTPMToolsImportEK(t *testing.T) {
+	v := newTestTPM(t)
+	rw := v.ReadWriter()
+	for _, mk := range []struct {
+		name string
+		fn   func() (*client.Key, error)
+	}{
+		{"ECC", func() (*client.Key, error) { return client.EndorsementKeyECC(rw) }},
+		{"RSA", func() (*client.Key, error) { return client.EndorsementKeyRSA(rw) }},
+	} {
+		t.Run(mk.name, func(t *testing.T) {
+			ek, err := mk.fn()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ek.Close()
+			ekPub := tpm2.BytesAs2B[tpm2.TPMTPublic](mustEncode(t, ek))
+			secret := []byte("sealed to the EK")
+			pub, sens := sealedObject(secret)
+			got, err := ek.Import(importBlob(t, ekPub, pub, sens))
+			if err != nil || !bytes.Equal(got, secret) {
+				t.Fatalf("Import = %q, %v", got, err)
+			}
+
+			// Bound to PCR 16's current value.
+			sel := tpm2.TPMLPCRSelection{PCRSelections: []tpm2.TPMSPCRSelection{{Hash: tpm2.TPMAlgSHA256, PCRSelect: tpm2.PCClientCompatible.PCRs(16)}}}
+			pr, err := tpm2.PCRRead{PCRSelectionIn: sel}.Execute(v)
+			if err != nil {
+				t.Fatal(err)
+			}
+			val := pr.PCRValues.Digests[0].Buffer
+			calc, _ := tpm2.NewPolicyCalculator(tpm2.TPMAlgSHA256)
+			pd := sha256.Sum256(val)
+			if err := (tpm2.PolicyPCR{PcrDigest: tpm2.TPM2BDigest{Buffer: pd[:]}, Pcrs: sel}).Update(calc); err != nil {
+				t.Fatal(err)
+			}
+			pub, sens = sealedObject(secret)
+			pub.ObjectAttributes.UserWithAuth = false
+			pub.ObjectAttributes.AdminWithPolicy = true
+			pub.AuthPolicy = tpm2.TPM2BDigest{Buffer: calc.Hash().Digest}
+			blob := importBlob(t, ekPub, pub, sens)
+			blob.Pcrs = &pb.PCRs{Hash: pb.HashAlgo_SHA256, Pcrs: map[uint32][]byte{16: val}}
+			got, err = ek.Import(blob)
+			if err != nil || !bytes.Equal(got, secret) {
+				t.Fatalf("Import with PCR policy = %q, %v", got, err)
+			}
+			if _, err := (tpm2.PCRExtend{PCRHandle: tpm2.AuthHandle{Handle: 16, Auth: pwAuth(nil)},
+				Digests: tpm2.TPMLDigestValues{Digests: []tpm2.TPMTHA{{HashAlg: tpm2.TPMAlgSHA256, Digest: make([]byte, 32)}}}}).Execute(v); err != nil {
+				t.Fatal(err)
+			}
+			if got, err := ek.Import(blob); err == nil {
+				t.Fatalf("Import after the PCR changed = %q", got)
+			}
+			tpm2.PCRReset{PCRHandle: tpm2.AuthHandle{Handle: 16, Auth: pwAuth(nil)}}.Execute(v)
+		})
+	}
+}
+
+// TestDuplicateCommand runs TPM2_Duplicate itself, authorized by a
+// PolicyCommandCode(TPM2_Duplicate) session, and imports the result into
+// the reference TPM.
+func TestDuplicateCommand(t *testing.T) {
+	v := newTestTPM(t)
+	ref := simTPM{getSim(t)}
+	vsrk := createSRK(t, v, tpm2.ECCSRKTemplate)
+	rsrk := createSRK(t, ref, tpm2.RSASRKTemplate)
+	defer rsrk.flush(ref)
+	np := loadPublic(t, v, rsrk.pub)
+	key, _ := createChild(t, v, vsrk, duplicableSigningTemplate(t, true), nil)
+	d, err := tpm2.Duplicate{
+		ObjectHandle:    tpm2.AuthHandle{Handle: key.handle, Name: key.name, Auth: dupSession()},
+		NewParentHandle: np.named(),
+		Symmetric:       aes128CFB,
+	}.Execute(v)
+	if err != nil {
+		t.Fatalf("Duplicate: %v", err)
+	}
+	imp, err := importAndLoad(t, ref, rsrk, d.EncryptionKeyOut.Buffer, key.pub, d.Duplicate.Buffer, d.OutSymSeed.Buffer, aes128CFB)
+	if err != nil {
+		t.Fatalf("reference Import: %v", err)
+	}
+	defer imp.flush(ref)
+	pub, _ := key.pub.Contents()
+	pk, _ := tpm2.Pub(*pub)
+	signWith(t, ref, imp.auth(), pk.(*ecdsa.PublicKey))
+
+	// A password cannot authorize the DUP role, nor a policy for another
+	// command.
+	if _, err := (tpm2.Duplicate{ObjectHandle: key.auth(), NewParentHandle: np.named(), Symmetric: aes128CFB}).Execute(v); !errors.Is(err, tpm2.TPMRCAuthType) {
+		t.Errorf("Duplicate with a password: %v, want TPM_RC_AUTH_TYPE", err)
+	}
+	wrong := tpm2.Policy(tpm2.TPMAlgSHA256, 16, func(tp transport.TPM, h tpm2.TPMISHPolicy, _ tpm2.TPM2BNonce) error {
+		_, err := tpm2.PolicyCommandCode{PolicySession: h, Code: tpm2.TPMCCSign}.Execute(tp)
+		return err
+	})
+	if _, err := (tpm2.Duplicate{ObjectHandle: tpm2.AuthHandle{Handle: key.handle, Name: key.name, Auth: wrong}, NewParentHandle: np.named(), Symmetric: aes128CFB}).Execute(v); err == nil {
+		t.Error("Duplicate authorized by a PolicyCommandCode(TPM2_Sign) session")
+	}
+}
