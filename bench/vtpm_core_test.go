@@ -78,7 +78,7 @@ func command(cc uint32, handles []uint32, auth int, params ...[]byte) []byte {
 		b = binary.BigEndian.AppendUint32(b, uint32(9*auth))
 		for range auth {
 			b = binary.BigEndian.AppendUint32(b, 0x40000009) // TPM_RS_PW
-			b = append(b, 0, 0, 1, 0, 0)                      // nonce, continueSession, hmac
+			b = append(b, 0, 0, 1, 0, 0)                     // nonce, continueSession, hmac
 		}
 	}
 	for _, p := range params {
