@@ -40,7 +40,7 @@ import (
 // (use an Nx count) and the time by hgsLoadDeadline; the service and the
 // clients share the machine.
 //
-//	cd bench && go test -tags hgsload -run '^$' -bench HGSLoad -benchtime 400x
+//	cd bench && go test -run '^$' -bench HGSLoad -benchtime 400x
 //
 // It reports requests/s over all HTTP requests, p50 and p99 latency per
 // request kind, errors (the benchmark fails on any), and the goroutines

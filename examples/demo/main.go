@@ -67,7 +67,7 @@ var bootLog []byte
 const vmID = "vm-finance-01"
 
 func main() {
-	mode := flag.String("mode", "host-key", "how hosts prove their identity: host-key, or tpm (credential activation with the EK; needs TPM2_ActivateCredential in the vtpm)")
+	mode := flag.String("mode", "tpm", "how hosts prove their identity: tpm (the EK registered, credential activation) or host-key (a registered host key)")
 	flag.Parse()
 	m, err := attest.ParseMode(*mode)
 	if err != nil || (m != attest.ModeTPM && m != attest.ModeHostKey) {

@@ -113,7 +113,7 @@ func (h *hostFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&h.state, "state", "host-state", "directory of the host's key and, with a vtpm, its TPM state")
 	fs.StringVar(&h.tpm, "tpm", "auto", "the host's TPM: auto (/dev/tpmrm0 if present, else a vtpm), vtpm, or a device path")
 	fs.StringVar(&h.eventlog, "eventlog", "", "boot event log (default: the kernel's, for a device; required for a vtpm)")
-	fs.StringVar(&h.mode, "mode", "", "attestation mode: tpm or host-key (default: tpm for a device, host-key for a vtpm)")
+	fs.StringVar(&h.mode, "mode", "", "attestation mode: tpm (the EK registered, credential activation) or host-key")
 }
 
 // host is the host's TPM, ready for an agent.
@@ -168,9 +168,6 @@ func openHost(f *hostFlags) (*host, error) {
 		h.cfg.Banks = banks
 		h.cfg.EventLog = func(context.Context) ([]byte, error) { return log, nil }
 		h.closeFn = func() error { err := save(); t.Close(); return err }
-		if mode == "" {
-			mode = "host-key"
-		}
 	} else {
 		t, err := linuxtpm.Open(dev)
 		if err != nil {
@@ -181,12 +178,9 @@ func openHost(f *hostFlags) (*host, error) {
 			path := f.eventlog
 			h.cfg.EventLog = func(context.Context) ([]byte, error) { return os.ReadFile(path) }
 		}
-		if mode == "" {
-			mode = "tpm"
-		}
 	}
 	switch mode {
-	case "tpm":
+	case "", "tpm":
 	case "host-key":
 		k, err := hostKey(filepath.Join(f.state, "host-key.pem"))
 		if err != nil {

@@ -56,20 +56,35 @@ func TestHostCommands(t *testing.T) {
 		}
 		return out.String() + errb.String()
 	}
+	for _, mode := range []attest.Mode{attest.ModeTPM, attest.ModeHostKey} {
+		t.Run(mode.String(), func(t *testing.T) { hostCommands(t, cmd, admin, ts.URL, ca, t.TempDir(), mode) })
+	}
+}
+
+// hostCommands runs the host's commands against the service in one mode:
+// the default (TPM: the vtpm's EK registered, credential activation) or
+// host-key.
+func hostCommands(t *testing.T, cmd func(int, ...string) string, admin *agent.Client, url, ca, dir string, mode attest.Mode) {
+	ctx := context.Background()
+	var modeArgs []string
+	if mode != attest.ModeTPM {
+		modeArgs = []string{"-mode", mode.String()}
+	}
+	host := func(args ...string) []string { return append(args, modeArgs...) }
 	kp, state, hostState := filepath.Join(dir, "vm.kp"), filepath.Join(dir, "vm.vtpm"), filepath.Join(dir, "host")
-	cmd(0, "new-vm", "-hgs", ts.URL, "-ca", ca, "-owner", filepath.Join(dir, "owner.key"), "-kp", kp, "-vtpm-state", state, "-vm", "vm-7")
+	cmd(0, "new-vm", "-hgs", url, "-ca", ca, "-owner", filepath.Join(dir, "owner.key"), "-kp", kp, "-vtpm-state", state, "-vm", "vm-7")
 
 	// The service knows neither the host nor a policy yet.
-	cmd(1, "unlock", "-hgs", ts.URL, "-ca", ca, "-kp", kp, "-vtpm-state", state, "-vm", "vm-7", "-state", hostState, "-tpm", "vtpm", "-eventlog", logPath)
+	cmd(1, host("unlock", "-hgs", url, "-ca", ca, "-kp", kp, "-vtpm-state", state, "-vm", "vm-7", "-state", hostState, "-tpm", "vtpm", "-eventlog", logPath)...)
 
 	var idOut, idErr bytes.Buffer
-	if code := run(ctx, []string{"identity", "-state", hostState, "-tpm", "vtpm", "-eventlog", logPath}, &idOut, &idErr); code != 0 {
+	if code := run(ctx, host("identity", "-state", hostState, "-tpm", "vtpm", "-eventlog", logPath), &idOut, &idErr); code != 0 {
 		t.Fatalf("identity: %d %s", code, idErr.String())
 	}
-	if !strings.Contains(idErr.String(), "mode=host-key") {
+	if !strings.Contains(idErr.String(), "mode="+mode.String()) {
 		t.Fatalf("identity: %s", idErr.String())
 	}
-	if err := admin.RegisterHost(ctx, "host-a", attest.ModeHostKey, idOut.Bytes()); err != nil {
+	if err := admin.RegisterHost(ctx, "host-"+mode.String(), mode, idOut.Bytes()); err != nil {
 		t.Fatal(err)
 	}
 	pol := cmd(0, "baseline", "-eventlog", logPath, "-id", "host-test")
@@ -80,15 +95,15 @@ func TestHostCommands(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i := range 2 {
-		out := cmd(0, "unlock", "-v", "-hgs", ts.URL, "-ca", ca, "-kp", kp, "-vtpm-state", state, "-vm", "vm-7", "-state", hostState, "-tpm", "vtpm", "-eventlog", logPath)
+		out := cmd(0, host("unlock", "-v", "-hgs", url, "-ca", ca, "-kp", kp, "-vtpm-state", state, "-vm", "vm-7", "-state", hostState, "-tpm", "vtpm", "-eventlog", logPath)...)
 		if !strings.Contains(out, fmt.Sprintf("re-keyed to generation %d", i+1)) || !strings.Contains(out, "health token") {
 			t.Fatalf("start %d:\n%s", i, out)
 		}
 	}
 	// The VM's files opened under another VM id: refused.
-	cmd(1, "unlock", "-hgs", ts.URL, "-ca", ca, "-kp", kp, "-vtpm-state", state, "-vm", "vm-8", "-state", hostState, "-tpm", "vtpm", "-eventlog", logPath)
+	cmd(1, host("unlock", "-hgs", url, "-ca", ca, "-kp", kp, "-vtpm-state", state, "-vm", "vm-8", "-state", hostState, "-tpm", "vtpm", "-eventlog", logPath)...)
 	// Usage errors.
-	cmd(2, "unlock", "-hgs", ts.URL)
+	cmd(2, "unlock", "-hgs", url)
 	cmd(2, "frobnicate")
 	cmd(2, "baseline")
 	cmd(2, "identity", "-state", hostState, "-tpm", "vtpm")
