@@ -22,19 +22,42 @@
 //
 // # What is implemented
 //
-// Framing, password authorization, lifecycle (Startup, Shutdown CLEAR and
-// STATE, SelfTest, GetTestResult, GetCapability, GetRandom, StirRandom,
-// ReadClock), PCRs (SHA-1, SHA-256, SHA-384 and SHA-512 banks, PC Client
-// attributes), keys (CreatePrimary with seed-derived keys, Create, Load,
-// LoadExternal, ReadPublic, Unseal, Sign, VerifySignature, Quote, Certify,
-// FlushContext, ContextSave, ContextLoad, EvictControl), NV (DefineSpace,
-// UndefineSpace, Write, Read, ReadPublic, Increment, Extend) and
-// HierarchyChangeAuth, Clear, Hash, TestParms, and dictionary-attack
-// protection (DictionaryAttackLockReset, DictionaryAttackParameters).
-// Policy sessions can be
-// started and flushed (go-tpm-tools starts one for each EK) but not yet used
-// for authorization; HMAC sessions, parameter encryption and the mssim and
-// swtpm transports come next.
+// Framing, lifecycle (Startup, Shutdown CLEAR and STATE, SelfTest,
+// GetTestResult, GetCapability, GetRandom, StirRandom, ReadClock, GetTime,
+// ClockSet, ClockRateAdjust), PCRs (SHA-1, SHA-256, SHA-384 and SHA-512
+// banks, PC Client attributes, PCR_Allocate), keys (CreatePrimary with
+// seed-derived keys, Create, CreateLoaded, Load, LoadExternal, ReadPublic,
+// ObjectChangeAuth, Unseal, Sign, VerifySignature, Quote, Certify,
+// CertifyCreation, RSA_Encrypt, RSA_Decrypt, ECDH_KeyGen, ECDH_ZGen,
+// FlushContext, ContextSave, ContextLoad, EvictControl), credentials and
+// key transport (MakeCredential, ActivateCredential, Duplicate, Import,
+// Rewrap), NV (DefineSpace, UndefineSpace, Write, Read, ReadPublic,
+// Increment, Extend, SetBits, ChangeAuth, Certify, ReadLock, WriteLock,
+// GlobalWriteLock), hierarchies (HierarchyChangeAuth, HierarchyControl,
+// Clear), Hash, TestParms, and dictionary-attack protection
+// (DictionaryAttackLockReset, DictionaryAttackParameters).
+//
+// Authorization (Part 1, section 19): password sessions; HMAC sessions,
+// unsalted or salted with an RSA (OAEP) or ECC (ECDH, KDFe)
+// key, bound or unbound, with command and response HMACs, rolling nonces,
+// continueSession and dictionary-attack accounting of wrong HMACs; policy
+// sessions and the policy commands (PolicyPCR, PolicySecret, PolicySigned,
+// PolicyTicket, PolicyAuthValue, PolicyPassword, PolicyCommandCode,
+// PolicyOR, PolicyAuthorize, PolicyNV, PolicyAuthorizeNV, PolicyCpHash,
+// PolicyNameHash, PolicyLocality, PolicyCounterTimer, PolicyNvWritten,
+// PolicyRestart, PolicyGetDigest), and trial sessions that compute policy
+// digests. Parameter encryption of the first command and response
+// parameter with AES-CFB (128 or 256 bits) or XOR, by authorization
+// sessions or by sessions that only encrypt; the size of an encrypted
+// parameter is checked against the bytes that follow it (the check whose
+// absence was CVE-2023-1017/1018). HMAC and policy sessions can be saved
+// and loaded with ContextSave and ContextLoad; a context loads once.
+// Audit sessions are not implemented: a session with the audit attribute
+// is refused with TPM_RC_ATTRIBUTES. Sixteen sessions may be loaded at a
+// time (the reference implementation holds three).
+//
+// The mssim and swtpm transports, which tpm2-tools and QEMU use, are in
+// package vtpm/server.
 //
 // # Where to start
 //

@@ -390,3 +390,39 @@ func TestSessionMemory(t *testing.T) {
 		t.Errorf("after the flush: rsp %x, want handle %#x", rsp, hs[3])
 	}
 }
+
+// oversizeCommands defines an NV index on d and returns NV_Write commands
+// whose encrypted first parameter claims more bytes than the command
+// holds, through AES and XOR sessions in the first and second position:
+// the CVE-2023-1017/1018 seeds of FuzzSend.
+func oversizeCommands(t testing.TB, d transport.TPM) [][]byte {
+	const idx = 0x01500050
+	sendOne(d, rawCommand(ccNVDefineSpace, []uint32{rhOwner}, 1, nil, b2b(nil),
+		b2b(bytesOf(u32b(idx), u16b(algSHA256), u32b(nvOwnerWrite|nvOwnerRead|nvNoDA), u16b(0), u16b(64)))))
+	var cmds [][]byte
+	valid := bytesOf(b2b([]byte("0123456789")), u16b(0))
+	for _, sym := range []struct{ alg, bits uint16 }{{algAES, 128}, {algXOR, 0}} {
+		s := startRawSession(t, d, seHMAC, sym.alg, sym.bits, algSHA256, rhNull, nil)
+		for _, pos := range []int{1, 2} {
+			for _, size := range []int{12, 13, 14, 0xFFFF, -1, -2} {
+				params := valid
+				switch size {
+				case -1:
+					params = []byte{0x7F}
+				case -2:
+					params = nil
+				}
+				c := rawAuthCommand{cc: ccNVWrite, handles: []uint32{rhOwner, idx}, attrs: saContinueSession | saDecrypt, params: params}
+				if pos == 2 {
+					c.extraBefore = sessEntry(rsPW, nil, saContinueSession, nil)
+				}
+				cmd := s.build(c)
+				if size >= 0 {
+					binary.BigEndian.PutUint16(cmd[len(cmd)-len(params):], uint16(size))
+				}
+				cmds = append(cmds, cmd)
+			}
+		}
+	}
+	return cmds
+}

@@ -27,6 +27,11 @@ type rawSession struct {
 	key         []byte // session key
 }
 
+// rawClientRand fills the raw client's nonces. Recordings of fuzz seeds
+// replace it with a stream of their own, so that the TPM's randomness
+// (which FuzzSend makes deterministic) is not shared with the client's.
+var rawClientRand = func(b []byte) { rand.Read(b) }
+
 // sessSymDef marshals a TPMT_SYM_DEF.
 func sessSymDef(alg, bits, hashAlg uint16) []byte {
 	switch alg {
@@ -43,7 +48,7 @@ func sessSymDef(alg, bits, hashAlg uint16) []byte {
 func startRawSession(t testing.TB, d transport.TPM, typ uint8, symAlg, symBits, hashAlg uint16, bind uint32, bindAuth []byte) *rawSession {
 	t.Helper()
 	s := &rawSession{hashAlg: hashAlg, symAlg: symAlg, symBits: symBits, nonceCaller: make([]byte, 16)}
-	rand.Read(s.nonceCaller)
+	rawClientRand(s.nonceCaller)
 	rsp, err := d.Send(rawCommand(ccStartAuthSession, []uint32{rhNull, bind}, 0, nil,
 		b2b(s.nonceCaller), b2b(nil), []byte{typ}, sessSymDef(symAlg, symBits, hashAlg), u16b(hashAlg)))
 	if err != nil || rcOf(rsp) != rcSuccess {
@@ -178,6 +183,6 @@ func (s *rawSession) parse(rsp []byte, c rawAuthCommand, rHandle bool) ([]byte, 
 	if c.attrs&saEncrypt != 0 {
 		s.crypt(c.encAuth, params, s.nonceTPM, s.nonceCaller, false)
 	}
-	rand.Read(s.nonceCaller)
+	rawClientRand(s.nonceCaller)
 	return params, nil
 }

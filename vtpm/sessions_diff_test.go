@@ -336,3 +336,72 @@ func sendOne(tp transport.TPM, cmd []byte) []byte {
 	rsp, _ := tp.Send(cmd)
 	return rsp
 }
+
+// TestDifferentialRawSessions runs sessions go-tpm cannot build (sessions
+// that only encrypt or decrypt and authorize nothing, a session bound to
+// the owner hierarchy, decrypt sessions on PCR_Event and StirRandom, and a
+// session saved, loaded and flushed) on both TPMs and compares what the
+// client sees.
+func TestDifferentialRawSessions(t *testing.T) {
+	a := rawSessionScenario(t, newTestTPM(t))
+	b := rawSessionScenario(t, simTPM{getSim(t)})
+	if !slices.Equal(a, b) {
+		t.Errorf("vtpm %q\nreference %q", a, b)
+	}
+}
+
+func rawSessionScenario(t testing.TB, d transport.TPM) []string {
+	var out []string
+	note := func(what string, p []byte, err error) {
+		out = append(out, fmt.Sprintf("%s: %v %d", what, err, len(p)))
+	}
+	for _, sym := range []struct{ alg, bits uint16 }{{algAES, 128}, {algXOR, 0}} {
+		// A session that only encrypts the response of GetRandom.
+		s := startRawSession(t, d, seHMAC, sym.alg, sym.bits, algSHA256, rhNull, nil)
+		c := rawAuthCommand{cc: ccGetRandom, attrs: saContinueSession | saEncrypt, params: u16b(24)}
+		p, err := s.parse(sendOne(d, s.build(c)), c, false)
+		note("GetRandom", p, err)
+		// One that decrypts StirRandom's input.
+		c = rawAuthCommand{cc: ccStirRandom, attrs: saContinueSession | saDecrypt, params: b2b([]byte("entropy from the guest"))}
+		p, err = s.parse(sendOne(d, s.build(c)), c, false)
+		note("StirRandom", p, err)
+		// An HMAC session authorizing PCR 16 and decrypting the event.
+		c = rawAuthCommand{cc: ccPCREvent, handles: []uint32{16}, names: [][]byte{handleBytes(16)}, attrs: saContinueSession | saDecrypt, params: b2b([]byte("an event"))}
+		p, err = s.parse(sendOne(d, s.build(c)), c, false)
+		note("PCR_Event", p, err)
+		rsp := sendOne(d, rawCommand(ccPCRRead, nil, 0, nil, u32b(1), u16b(algSHA256), []byte{3, 0, 0, 1}))
+		out = append(out, fmt.Sprintf("PCR 16: %x", rsp[len(rsp)-32:]))
+		// Saved, loaded, used, then flushed by its last use.
+		rsp = sendOne(d, rawCommand(ccContextSave, []uint32{s.handle}, 0, nil))
+		out = append(out, fmt.Sprintf("ContextSave %#x", rcOf(rsp)))
+		if rcOf(rsp) == rcSuccess {
+			rsp = sendOne(d, rawCommand(ccContextLoad, nil, 0, nil, rsp[10:]))
+			out = append(out, fmt.Sprintf("ContextLoad %#x", rcOf(rsp)))
+		}
+		c = rawAuthCommand{cc: ccGetRandom, attrs: saEncrypt, params: u16b(8)}
+		p, err = s.parse(sendOne(d, s.build(c)), c, false)
+		note("GetRandom (last use)", p, err)
+		rsp = sendOne(d, rawCommand(ccFlushContext, nil, 0, nil, u32b(s.handle)))
+		out = append(out, fmt.Sprintf("flushed by its last use: %#x", rcOf(rsp)))
+
+		// A session bound to the owner hierarchy: its HMAC key is the
+		// session key alone when it authorizes the owner.
+		s = startRawSession(t, d, seHMAC, sym.alg, sym.bits, algSHA1, rhOwner, nil)
+		const idx = 0x01500060
+		c = rawAuthCommand{cc: ccNVDefineSpace, handles: []uint32{rhOwner}, names: [][]byte{handleBytes(rhOwner)}, attrs: saContinueSession | saDecrypt,
+			params: bytesOf(b2b([]byte("index auth")), b2b(bytesOf(u32b(idx), u16b(algSHA256), u32b(nvOwnerWrite|nvOwnerRead|nvNoDA), u16b(0), u16b(8))))}
+		p, err = s.parse(sendOne(d, s.build(c)), c, false)
+		note("NV_DefineSpace (bound)", p, err)
+		c = rawAuthCommand{cc: ccNVUndefineSpace, handles: []uint32{rhOwner, idx}, attrs: saContinueSession}
+		rsp = sendOne(d, rawCommand(ccNVReadPublic, []uint32{idx}, 0, nil))
+		if rcOf(rsp) == rcSuccess {
+			r := newReader(rsp[10:])
+			r.b2b(maxCommandSize)
+			c.names = [][]byte{handleBytes(rhOwner), r.b2b(maxDigestSize + 2)}
+			p, err = s.parse(sendOne(d, s.build(c)), c, false)
+			note("NV_UndefineSpace (bound)", p, err)
+		}
+		sendOne(d, rawCommand(ccFlushContext, nil, 0, nil, u32b(s.handle)))
+	}
+	return out
+}
