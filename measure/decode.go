@@ -184,7 +184,7 @@ func (a *decodeArena) matches(ev *Event, alg HashAlg, content []byte) bool {
 
 // maxArenaString is the longest string decodeArena.string copies into its
 // buffer; longer ones are allocated alone.
-const maxArenaString = 512
+const maxArenaString = 4096
 
 // string returns a copy of b as a string, carved from one buffer that is
 // never written again once a string points into it.
@@ -193,7 +193,7 @@ func (a *decodeArena) string(b []byte) string {
 		return string(b)
 	}
 	if cap(a.strs)-len(a.strs) < len(b) {
-		a.strs = make([]byte, 0, min(max(1024, 2*cap(a.strs)), 16384))
+		a.strs = make([]byte, 0, max(len(b), min(max(1024, 2*cap(a.strs)), 16384)))
 	}
 	start := len(a.strs)
 	a.strs = append(a.strs, b...)

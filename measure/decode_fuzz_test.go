@@ -2,6 +2,7 @@ package measure
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"encoding/binary"
 	"encoding/json"
 	"os"
@@ -190,6 +191,19 @@ func FuzzDecodeEvent(f *testing.F) {
 		}
 		_ = d.Data.String()
 		_ = DescribeUnverified(ev)
+		// With a digest to check, the arena (remembered digests, carved
+		// strings) decodes and binds the data as plain decoding does, on
+		// the first call and on a repeat.
+		sum := sha256.Sum256(data)
+		ev.digests = []Digest{{Alg: SHA256, Value: sum[:]}}
+		want := decodeEventTree(ev, PCR, SHA256, false, nil)
+		var a decodeArena
+		for range 2 {
+			got := decodeEventTree(ev, PCR, SHA256, false, &a)
+			if got.Binding != want.Binding || got.Data.String() != want.Data.String() || (got.Err == nil) != (want.Err == nil) {
+				t.Fatalf("arena decoding: %v %q %v, plain: %v %q %v", got.Binding, got.Data, got.Err, want.Binding, want.Data, want.Err)
+			}
+		}
 	})
 }
 
@@ -239,5 +253,6 @@ func FuzzFacts(f *testing.F) {
 		if _, err := json.Marshal(fs); err != nil {
 			t.Fatal(err)
 		}
+		checkFastPathsAgree(t, v)
 	})
 }

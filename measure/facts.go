@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math/bits"
 	"strconv"
 	"strings"
 )
@@ -246,6 +247,15 @@ var ErrNotVerified = errors.New("measure: facts need a verified log")
 // thing hashed, and records a [Finding] (and takes no fact) when it does
 // not match. Certificates are not parsed.
 func (v *VerifiedLog) Facts() (*Facts, error) {
+	return v.facts(false)
+}
+
+// facts is Facts. With slow, it takes none of the shortcuts that only
+// make it faster: it reads the events from v.Events instead of building
+// each in turn from the log's records, sizes no list in advance, decodes
+// without an arena and remembers no digest. Tests check that the two
+// agree on every log.
+func (v *VerifiedLog) facts(slow bool) (*Facts, error) {
 	if v == nil || v.log == nil || v.report == nil {
 		return nil, ErrNotVerified
 	}
@@ -255,22 +265,26 @@ func (v *VerifiedLog) Facts() (*Facts, error) {
 			allowed[r.Alg] = true
 		}
 	}
-	x := extractor{kind: v.log.Kind, f: &Facts{Kind: v.log.Kind.String()}}
-	events := v.Events()
-	if len(events) > 0 {
-		x.alg = strongestAlg(events[len(events)-1].digests, allowed)
+	x := &extractor{kind: v.log.Kind, f: &Facts{Kind: v.log.Kind.String()}, log: v.log, idx: v.idx, slow: slow}
+	if slow {
+		x.events = v.Events()
+	}
+	if n := x.numEvents(); n > 0 {
+		x.alg = strongestAlg(x.eventAt(n-1).digests, allowed)
 		if x.alg == 0 {
-			x.alg = strongestAlg(events[0].digests, allowed)
+			x.alg = strongestAlg(x.eventAt(0).digests, allowed)
 		}
 	}
-	x.events = events
 	x.f.Alg = x.alg.String()
 	if x.alg == 0 {
 		x.f.Alg = ""
 	}
-	for r := range uint32(32) {
-		if v.Verified(r) {
-			x.f.Registers = append(x.f.Registers, r)
+	if nr := bits.OnesCount32(v.verified); nr > 0 {
+		x.f.Registers = make([]uint32, 0, nr)
+		for r := range uint32(32) {
+			if v.Verified(r) {
+				x.f.Registers = append(x.f.Registers, r)
+			}
 		}
 	}
 	if v.log.Kind == CCMR {
@@ -279,12 +293,57 @@ func (v *VerifiedLog) Facts() (*Facts, error) {
 	for i := range x.sep {
 		x.sep[i] = -1
 	}
-	x.presize(events)
-	for i := range events {
-		x.event(&events[i])
+	x.presize()
+	for i := range x.numEvents() {
+		x.event(x.eventAt(i))
 	}
 	x.finish()
 	return x.f, nil
+}
+
+// numEvents is the number of verified events.
+func (x *extractor) numEvents() int {
+	if x.events != nil {
+		return len(x.events)
+	}
+	return len(x.idx)
+}
+
+// eventAt returns the k-th verified event. Without an events slice, it
+// builds the event from the log's record into x.cur, which the next call
+// overwrites: nothing may keep the pointer, or the event's digests slice,
+// across events.
+func (x *extractor) eventAt(k int) *Event {
+	if x.events != nil {
+		return &x.events[k]
+	}
+	l := x.log
+	i := x.idx[k]
+	r := &l.recs[i]
+	end := r.dataOff + r.dataLen
+	n := int(r.digN)
+	if n > len(x.digs) {
+		n = len(x.digs) // never: the parser caps the banks at MaxBanks
+	}
+	for j := range n {
+		d := l.digs[int(r.digStart)+j]
+		x.digs[j] = Digest{Alg: d.alg, Value: l.digestValue(d)}
+	}
+	x.cur = Event{Index: int(i), Offset: int(r.offset), Register: r.register, Type: r.typ,
+		Data: l.data[r.dataOff:end:end], digests: x.digs[:n:n]}
+	return &x.cur
+}
+
+// eventHeader returns the register, type and data of the k-th verified
+// event, without building it.
+func (x *extractor) eventHeader(k int) (uint32, EventType, []byte) {
+	if x.events != nil {
+		ev := &x.events[k]
+		return ev.Register, ev.Type, ev.Data
+	}
+	r := &x.log.recs[x.idx[k]]
+	end := r.dataOff + r.dataLen
+	return r.register, r.typ, x.log.data[r.dataOff:end:end]
 }
 
 type extractor struct {
@@ -298,9 +357,19 @@ type extractor struct {
 	pendingAuth   []int // authorities waiting for their image
 	sbVars        int   // Secure Boot configuration variables seen
 	arena         []int
-	events        []Event
 	arena2        decodeArena
 	win           *windowsExtractor
+	// The verified events: events when the caller built them, else the
+	// log's records at idx, built one at a time into cur and digs.
+	events []Event
+	log    *Log
+	idx    []uint32
+	cur    Event
+	digs   [MaxBanks]Digest
+	// modules bounds the number of Windows loaded-module aggregations.
+	modules int
+	// slow: take no shortcut (see VerifiedLog.facts).
+	slow bool
 	// cmds and files bound the number of GRUB commands and files.
 	cmds, files int
 }
@@ -309,11 +378,14 @@ type extractor struct {
 // each kind the events can yield at most, and allocates the lists that
 // decoding and the facts append to once, at that size. Lists left empty
 // are set back to nil by finish.
-func (x *extractor) presize(events []Event) {
-	var texts, strs, vars, images, seps, actions, cmds, files, apps, drivers, blobs, auths, boots int
-	for i := range events {
-		ev := &events[i]
-		switch ev.Type {
+func (x *extractor) presize() {
+	if x.slow {
+		return
+	}
+	var texts, strs, vars, images, seps, actions, cmds, files, apps, drivers, blobs, auths, boots, modules int
+	for k := range x.numEvents() {
+		reg, typ, data := x.eventHeader(k)
+		switch typ {
 		case EV_NO_ACTION:
 		case EV_EFI_VARIABLE_DRIVER_CONFIG:
 			vars++
@@ -335,18 +407,27 @@ func (x *extractor) presize(events []Event) {
 			blobs++
 		case EV_EFI_GPT_EVENT, EV_EFI_GPT_EVENT2, EV_EFI_HANDOFF_TABLES, EV_EFI_HANDOFF_TABLES2, EV_S_CRTM_VERSION,
 			EV_COMPACT_HASH, EV_NONHOST_INFO:
+		case EV_EVENT_TAG:
+			if x.kind == PCR && reg >= 12 && reg <= 14 {
+				modules += countSIPA(data, SIPALoadedModuleAggregation, 0)
+				break
+			}
+			texts++
+			if len(data) <= maxArenaString {
+				strs += len(data)
+			}
 		default:
 			// EV_IPL, actions, post codes, tags and unknown types may
 			// decode as text.
 			texts++
-			if len(ev.Data) <= maxArenaString {
-				strs += len(ev.Data)
+			if len(data) <= maxArenaString {
+				strs += len(data)
 			}
-			switch ev.Type {
+			switch typ {
 			case EV_EFI_ACTION, EV_ACTION:
 				actions++
 			case EV_IPL:
-				s, f := x.grubRegisters(ev.Register)
+				s, f := x.grubRegisters(reg)
 				if s {
 					cmds++
 				}
@@ -362,7 +443,7 @@ func (x *extractor) presize(events []Event) {
 	a.images = makeCap(a.images, images)
 	a.seps = makeCap(a.seps, seps)
 	a.strs = makeCap(a.strs, min(strs, 1<<16))
-	x.arena = makeCap(x.arena, len(events)+8)
+	x.arena = makeCap(x.arena, x.numEvents()+8)
 	f := x.f
 	f.Firmware.Actions = makeCap(f.Firmware.Actions, actions)
 	f.Firmware.Blobs = makeCap(f.Firmware.Blobs, blobs)
@@ -370,7 +451,7 @@ func (x *extractor) presize(events []Event) {
 	f.Boot.Entries = makeCap(f.Boot.Entries, boots)
 	f.Boot.Applications = makeCap(f.Boot.Applications, apps)
 	f.Boot.Drivers = makeCap(f.Boot.Drivers, drivers)
-	x.cmds, x.files = cmds, files
+	x.cmds, x.files, x.modules = cmds, files, modules
 }
 
 // makeCap returns s with room for n more elements, or s itself when n is 0.
@@ -437,7 +518,11 @@ func (x *extractor) event(ev *Event) {
 		}
 		return
 	}
-	d := decodeEventTree(ev, x.kind, x.alg, false, &x.arena2)
+	a := &x.arena2
+	if x.slow {
+		a = nil
+	}
+	d := decodeEventTree(ev, x.kind, x.alg, false, a)
 	if d.Binding == BindingMismatched {
 		msg := ""
 		if d.Err != nil {
@@ -489,7 +574,7 @@ func (x *extractor) event(ev *Event) {
 		x.tag(ev, data)
 	case *SIPAEvents:
 		if x.win == nil {
-			x.win = &windowsExtractor{x: x, w: &WindowsFacts{}, events: x.events}
+			x.win = &windowsExtractor{x: x, w: &WindowsFacts{Modules: makeCap[WindowsModule](nil, x.modules)}}
 			x.f.Windows = x.win.w
 		}
 		x.win.event(ev, data.raw)
@@ -682,6 +767,9 @@ func (x *extractor) finish() {
 	if f.Linux != nil {
 		f.Linux.Commands = nilIfEmpty(f.Linux.Commands)
 		f.Linux.Files = nilIfEmpty(f.Linux.Files)
+	}
+	if f.Windows != nil {
+		f.Windows.Modules = nilIfEmpty(f.Windows.Modules)
 	}
 	if !x.reachedLoader {
 		return

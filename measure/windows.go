@@ -116,24 +116,13 @@ type WindowsModule struct {
 }
 
 type windowsExtractor struct {
-	x      *extractor
-	w      *WindowsFacts
-	events []Event // the verified events, for sizing
+	x *extractor
+	w *WindowsFacts
 }
 
 // event summarizes the SIPA tree of one event, which checkSIPA accepted.
+// The extractor sized w.Modules for every event of the log.
 func (we *windowsExtractor) event(ev *Event, data []byte) {
-	if we.w.Modules == nil {
-		// Size the module list once, for every event of the log.
-		n := 0
-		for i := range we.events {
-			e := &we.events[i]
-			if e.Type == EV_EVENT_TAG && e.Register >= 12 && e.Register <= 14 {
-				n += countSIPA(e.Data, SIPALoadedModuleAggregation, 0)
-			}
-		}
-		we.w.Modules = make([]WindowsModule, 0, n)
-	}
 	we.walk(ev, data)
 }
 
