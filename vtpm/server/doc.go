@@ -31,6 +31,10 @@
 //
 // The per-connection resource manager of the mssim transport flushes the
 // transient objects and sessions that a connection created when it closes.
+// A session whose context the connection saved is handed over to whoever
+// holds the context (tpm2-tools keeps sessions in files between
+// processes); it keeps one of the TPM's session slots until it is loaded
+// and flushed.
 // It is hygiene, not isolation: handles are not virtualized, so concurrent
 // clients of one Instance see each other's objects.
 package server

@@ -152,6 +152,10 @@ type Instance struct {
 	// CMD_SET_DATAFD (tests record the firmware's commands with it).
 	wrapData func(net.Conn) net.Conn
 
+	// trace, if not nil, sees every command executed and its response,
+	// with in.mu held (interop tests name the command a client failed on).
+	trace func(cmd, rsp []byte)
+
 	// Connections being served, so that Close and a cancelled Serve can
 	// end them.
 	connMu sync.Mutex
@@ -283,6 +287,9 @@ func (in *Instance) execute(ctx context.Context, cmd []byte, rm *tracker, maxRsp
 	if rm != nil {
 		rm.observe(in.epoch, cmd, rsp)
 	}
+	if in.trace != nil {
+		in.trace(cmd, rsp)
+	}
 	if mustPersist(cmd, rsp) {
 		in.dirty = true
 	}
@@ -360,6 +367,7 @@ const (
 	ccCreatePrimary     = 0x131
 	ccLoad              = 0x157
 	ccContextLoad       = 0x161
+	ccContextSave       = 0x162
 	ccFlushContext      = 0x165
 	ccLoadExternal      = 0x167
 	ccStartAuthSession  = 0x176

@@ -91,7 +91,7 @@ func TestStateBlobIsNeverInClear(t *testing.T) {
 	}
 }
 
-func TestMigrationBlobChangedInOneByteIsRefused(t *testing.T) {
+func TestMigrationBlobOneByteChangedRefused(t *testing.T) {
 	for _, pos := range []int{0, 20, -1} {
 		src, _, _ := migrationSource(t, "vm1")
 		key := testMigrationKey
@@ -120,7 +120,7 @@ func TestMigrationBlobChangedInOneByteIsRefused(t *testing.T) {
 	}
 }
 
-func TestStateBlobFromAnotherVMIsRefused(t *testing.T) {
+func TestStateBlobFromAnotherVMRefused(t *testing.T) {
 	src, _, _ := migrationSource(t, "vm-other")
 	key := testMigrationKey
 	d := serveSwtpm(t, New(newTPM(t, "vm1"), &Config{VMID: "vm1", MigrationKey: &key}), false)

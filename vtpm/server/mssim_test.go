@@ -433,3 +433,49 @@ func TestPersistHook(t *testing.T) {
 		t.Fatal("a failed persist was not retried at the next command")
 	}
 }
+
+// TestResourceManagerHandsOverSavedSessions checks that a session whose
+// context a connection saved survives the connection, as tpm2-tools needs
+// (tpm2_startauthsession writes the session to a file, and later tools
+// load it), and that a session left loaded is flushed.
+func TestResourceManagerHandsOverSavedSessions(t *testing.T) {
+	s := serveMSSIM(t, New(newTPM(t, ""), nil))
+	a := dialMSSIM(t, s)
+	a.powerOn(t)
+	if _, err := (tpm2.Startup{StartupType: tpm2.TPMSUClear}).Execute(a); err != nil {
+		t.Fatal(err)
+	}
+	start := func() tpm2.TPMHandle {
+		r, err := (tpm2.StartAuthSession{
+			TPMKey: tpm2.TPMRHNull, Bind: tpm2.TPMRHNull, SessionType: tpm2.TPMSEPolicy,
+			NonceCaller: tpm2.TPM2BNonce{Buffer: make([]byte, 16)},
+			Symmetric:   tpm2.TPMTSymDef{Algorithm: tpm2.TPMAlgNull}, AuthHash: tpm2.TPMAlgSHA256,
+		}).Execute(a)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r.SessionHandle
+	}
+	saved, loaded := start(), start()
+	ctx, err := (tpm2.ContextSave{SaveHandle: saved}).Execute(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.Close()
+
+	b := dialMSSIM(t, s)
+	// The flush happens when the server sees the close: wait for the
+	// session left loaded to go.
+	flushed := false
+	for i := 0; i < 200 && !flushed; i++ {
+		_, err := (tpm2.PolicyGetDigest{PolicySession: loaded}).Execute(b)
+		flushed = err != nil
+		time.Sleep(10 * time.Millisecond)
+	}
+	if !flushed {
+		t.Fatal("a session left loaded by a closed connection was not flushed")
+	}
+	if _, err := (tpm2.ContextLoad{Context: ctx.Context}).Execute(b); err != nil {
+		t.Fatalf("a saved session did not survive its connection: %v", err)
+	}
+}

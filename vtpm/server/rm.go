@@ -71,6 +71,17 @@ func (t *tracker) observe(epoch uint64, cmd, rsp []byte) {
 		if len(cmd) >= 14 {
 			delete(t.handles, binary.BigEndian.Uint32(cmd[10:]))
 		}
+	case cc == ccContextSave:
+		// A saved session is handed over to whoever holds its context
+		// (tpm2-tools keeps sessions in files between processes): the
+		// connection no longer owns it. It still takes one of the
+		// TPM's session slots until someone loads and flushes it.
+		// Saved objects stay loaded, and stay tracked.
+		if len(cmd) >= 14 {
+			if h := binary.BigEndian.Uint32(cmd[10:]); h>>24 == htHMACSession || h>>24 == htPolicySession {
+				delete(t.handles, h)
+			}
+		}
 	}
 }
 
