@@ -92,6 +92,18 @@ func sessionDiffScenario(t *testing.T, d transport.TPM) []string {
 
 	tpm2.FlushContext{FlushHandle: f.rsaSRK.ObjectHandle}.Execute(d)
 	nvScenario(t, d, f)
+
+	// HierarchyChangeAuth with a salted HMAC session that encrypts the
+	// new authValue: the response HMAC is computed with the new one.
+	_, err = tpm2.HierarchyChangeAuth{
+		AuthHandle: tpm2.AuthHandle{Handle: tpm2.TPMRHOwner, Auth: tpm2.HMAC(tpm2.TPMAlgSHA256, 16, tpm2.Salted(f.eccSRK.ObjectHandle, f.eccPub(t)), tpm2.AESEncryption(128, tpm2.EncryptIn))},
+		NewAuth:    tpm2.TPM2BAuth{Buffer: []byte("new owner auth")},
+	}.Execute(d)
+	out = append(out, fmt.Sprintf("HierarchyChangeAuth %v", err))
+	_, err = tpm2.HierarchyChangeAuth{
+		AuthHandle: tpm2.AuthHandle{Handle: tpm2.TPMRHOwner, Auth: tpm2.HMAC(tpm2.TPMAlgSHA256, 16, tpm2.Auth([]byte("new owner auth")))},
+	}.Execute(d)
+	out = append(out, fmt.Sprintf("HierarchyChangeAuth back %v", err))
 	return out
 }
 
