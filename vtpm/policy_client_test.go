@@ -232,3 +232,30 @@ func TestPolicyExpiredAuthorizationRejected(t *testing.T) {
 		t.Errorf("PolicyTicket after a TPM Reset: rc %#x, want %#x", rc, rcTicket|rcP|5*rcN)
 	}
 }
+
+// TestPolicySecretHMAC authorizes PolicySecret's authHandle with an HMAC
+// session instead of a password: right and wrong owner authValue.
+func TestPolicySecretHMAC(t *testing.T) {
+	v := newTestTPM(t)
+	ownerName := tpm2.NamedHandle{Handle: tpm2.TPMRHOwner, Name: tpm2.HandleName(tpm2.TPMRHOwner)}
+	f := sealWithPolicy(t, v, calc(t, &tpm2.PolicySecret{AuthHandle: ownerName}), nil, false)
+	if _, err := (tpm2.HierarchyChangeAuth{AuthHandle: tpm2.AuthHandle{Handle: tpm2.TPMRHOwner, Auth: tpm2.PasswordAuth(nil)},
+		NewAuth: tpm2.TPM2BAuth{Buffer: []byte("owner secret")}}).Execute(v); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		auth string
+		rc   uint32
+	}{{"owner secret", rcSuccess}, {"guess", rcBadAuth | rcS1}} {
+		s := startPolicy(t, v, false)
+		_, err := tpm2.PolicySecret{AuthHandle: tpm2.AuthHandle{Handle: tpm2.TPMRHOwner,
+			Auth: tpm2.HMAC(tpm2.TPMAlgSHA256, 16, tpm2.Auth([]byte(tc.auth)))}, PolicySession: s.handle}.Execute(v)
+		wantRC(t, "PolicySecret with an HMAC session, owner auth "+tc.auth, err, tc.rc)
+		if err == nil {
+			if _, err := f.unseal(v, s); err != nil {
+				t.Errorf("Unseal: %v", err)
+			}
+		}
+		flush(v, s.handle)
+	}
+}
