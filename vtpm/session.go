@@ -627,6 +627,10 @@ func (t *TPM) saveSessionContext(c *call, h uint32) uint32 {
 
 // loadSessionContext is TPM2_ContextLoad of a session context.
 func (t *TPM) loadSessionContext(c *call, seq uint64, h, hier uint32, blob []byte) uint32 {
+	if !validHandle(hkHierarchyNull, hier) {
+		// TPMI_RH_HIERARCHY+ fails to unmarshal.
+		return qualify(rcValue, rcP|rcN)
+	}
 	br := newReader(blob)
 	mac := br.b2b(maxDigestSize)
 	enc := br.rest()

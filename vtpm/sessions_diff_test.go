@@ -91,6 +91,41 @@ func sessionDiffScenario(t *testing.T, d transport.TPM) []string {
 	closeSession()
 
 	tpm2.FlushContext{FlushHandle: f.rsaSRK.ObjectHandle}.Execute(d)
+
+	// Create with the sensitive data encrypted on the way in and the
+	// private blob on the way out, Load and Unseal through sessions.
+	srk := func(s tpm2.Session) tpm2.AuthHandle {
+		return tpm2.AuthHandle{Handle: f.eccSRK.ObjectHandle, Name: f.eccSRK.Name, Auth: s}
+	}
+	salted := tpm2.Salted(f.eccSRK.ObjectHandle, f.eccPub(t))
+	created, err := tpm2.Create{
+		ParentHandle: srk(tpm2.HMAC(tpm2.TPMAlgSHA256, 16, salted, tpm2.AESEncryption(128, tpm2.EncryptInOut))),
+		InSensitive: tpm2.TPM2BSensitiveCreate{Sensitive: &tpm2.TPMSSensitiveCreate{
+			UserAuth: tpm2.TPM2BAuth{Buffer: []byte("child")},
+			Data:     tpm2.NewTPMUSensitiveCreate(&tpm2.TPM2BSensitiveData{Buffer: []byte("created through a session")}),
+		}},
+		InPublic: tpm2.New2B(tpm2.TPMTPublic{
+			Type: tpm2.TPMAlgKeyedHash, NameAlg: tpm2.TPMAlgSHA256,
+			ObjectAttributes: tpm2.TPMAObject{FixedTPM: true, FixedParent: true, UserWithAuth: true, NoDA: true},
+		}),
+	}.Execute(d)
+	out = append(out, fmt.Sprintf("Create %#x", rcErr(err)))
+	if err == nil {
+		tpm2.FlushContext{FlushHandle: f.sealed.ObjectHandle}.Execute(d)
+		loaded, err := tpm2.Load{ParentHandle: srk(tpm2.HMAC(tpm2.TPMAlgSHA384, 16, tpm2.Bound(f.eccSRK.ObjectHandle, f.eccSRK.Name, nil), tpm2.AESEncryption(256, tpm2.EncryptIn))),
+			InPrivate: created.OutPrivate, InPublic: created.OutPublic}.Execute(d)
+		out = append(out, fmt.Sprintf("Load %#x", rcErr(err)))
+		if err == nil {
+			rsp, err := tpm2.Unseal{ItemHandle: tpm2.AuthHandle{Handle: loaded.ObjectHandle, Name: loaded.Name,
+				Auth: tpm2.HMAC(tpm2.TPMAlgSHA256, 16, tpm2.Auth([]byte("child")), salted, tpm2.AESEncryption(128, tpm2.EncryptOut))}}.Execute(d)
+			if err == nil {
+				out = append(out, fmt.Sprintf("Unseal %q", rsp.OutData.Buffer))
+			} else {
+				out = append(out, fmt.Sprintf("Unseal %#x", rcErr(err)))
+			}
+			tpm2.FlushContext{FlushHandle: loaded.ObjectHandle}.Execute(d)
+		}
+	}
 	nvScenario(t, d, f)
 
 	// HierarchyChangeAuth with a salted HMAC session that encrypts the
@@ -416,4 +451,40 @@ func rawSessionScenario(t testing.TB, d transport.TPM) []string {
 		sendOne(d, rawCommand(ccFlushContext, nil, 0, nil, u32b(s.handle)))
 	}
 	return out
+}
+
+// TestDifferentialPolicySessionContext saves and loads a policy session in
+// the middle of its policy, on both TPMs: the policy digest survives the
+// round trip, and the saved session cannot be used meanwhile.
+func TestDifferentialPolicySessionContext(t *testing.T) {
+	run := func(tp transport.TPM) []string {
+		var out []string
+		s := startRawSession(t, tp, sePolicy, algNull, 0, algSHA256, rhNull, nil)
+		add := func(what string, rsp []byte) {
+			if rcOf(rsp) != rcSuccess {
+				out = append(out, fmt.Sprintf("%s: %#x", what, rcOf(rsp)))
+				return
+			}
+			out = append(out, fmt.Sprintf("%s: %x", what, rsp[10:]))
+		}
+		add("PolicyCommandCode", sendOne(tp, rawCommand(0x16C, []uint32{s.handle}, 0, nil, u32b(ccUnseal))))
+		add("PolicyGetDigest", sendOne(tp, rawCommand(ccPolicyGetDigest, []uint32{s.handle}, 0, nil)))
+		ctx := sendOne(tp, rawCommand(ccContextSave, []uint32{s.handle}, 0, nil))
+		out = append(out, fmt.Sprintf("ContextSave %#x", rcOf(ctx)))
+		add("PolicyGetDigest (saved)", sendOne(tp, rawCommand(ccPolicyGetDigest, []uint32{s.handle}, 0, nil)))
+		add("PolicyAuthValue (saved)", sendOne(tp, rawCommand(0x16B, []uint32{s.handle}, 0, nil)))
+		if rcOf(ctx) == rcSuccess {
+			rsp := sendOne(tp, rawCommand(ccContextLoad, nil, 0, nil, ctx[10:]))
+			out = append(out, fmt.Sprintf("ContextLoad %#x", rcOf(rsp)))
+		}
+		add("PolicyGetDigest (loaded)", sendOne(tp, rawCommand(ccPolicyGetDigest, []uint32{s.handle}, 0, nil)))
+		add("PolicyAuthValue", sendOne(tp, rawCommand(0x16B, []uint32{s.handle}, 0, nil)))
+		add("PolicyGetDigest", sendOne(tp, rawCommand(ccPolicyGetDigest, []uint32{s.handle}, 0, nil)))
+		return out
+	}
+	a := run(newTestTPM(t))
+	b := run(simTPM{getSim(t)})
+	if !slices.Equal(a, b) {
+		t.Errorf("vtpm %q\nreference %q", a, b)
+	}
 }
