@@ -226,7 +226,9 @@ var adminWrapped = map[uint32]bool{}
 //     count healed (TimeUpdateToCurrent and DASelfHeal), so that what
 //     GetCapability reports is current;
 //   - the handles are checked against the hierarchy enables
-//     (hierarchyHandleRC).
+//     (hierarchyHandleRC);
+//   - after the command, sequences whose slot was flushed are forgotten
+//     (sweepSequences).
 //
 // The handle check belongs in dispatch's handleLoaded, where the reference
 // implementation makes it, before authorization; until dispatch calls
@@ -248,7 +250,15 @@ func wrapAdminChecks() {
 					return qualify(rc, rcH|uint32(i+1)<<8)
 				}
 			}
-			return fn(t, c)
+			if c.def.cc == ccReadPublic && t.sequenceAt(c.h[0]) != nil {
+				// A sequence has no public area to read.
+				return rcSequence
+			}
+			rc := fn(t, c)
+			if len(t.s.Sequences) != 0 {
+				t.sweepSequences()
+			}
+			return rc
 		}
 		adminWrapped[d.cc] = true
 	}
