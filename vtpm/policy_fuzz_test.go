@@ -249,3 +249,37 @@ func TestPolicyFuzzBaseUnseals(t *testing.T) {
 		t.Fatalf("Unseal: %v", err)
 	}
 }
+
+// TestRecordPolicyCommands records, with -update, the command streams of
+// policy scenarios into testdata/commands, where FuzzSend takes its
+// seeds: trial digests of every policy command, and policy sessions that
+// unseal, fail and are reset.
+func TestRecordPolicyCommands(t *testing.T) {
+	if !*update {
+		t.Skip("run with -update to rewrite testdata/commands/policy-*.bin")
+	}
+	rec := &sendLog{tpm: newTestTPM(t)}
+	policyScenario(t, rec)
+	writeCommands(t, "policy-sessions", rec.cmds)
+
+	rec = &sendLog{tpm: newTestTPM(t)}
+	f := policyFixture{keyH: fuzzKey, nvIdx: 0x01500030, polIdx: 0x01500031}
+	if _, err := (tpm2.LoadExternal{InPublic: tpm2.New2B(newAuthorityFromSeed(nil)), Hierarchy: tpm2.TPMRHOwner}).Execute(rec); err != nil {
+		t.Fatal(err)
+	}
+	for _, idx := range []uint32{f.nvIdx, f.polIdx} {
+		rec.Send(rawCommand(ccNVDefineSpace, []uint32{rhOwner}, 1, nil, b2b(nil),
+			b2b(bytesOf(u32b(idx), u16b(algSHA256), u32b(0x0006000E|nvNoDA), u16b(0), u16b(34)))))
+	}
+	rec.Send(rawCommand(ccNVWrite, []uint32{rhOwner, f.nvIdx}, 1, nil, b2b([]byte{0, 0, 0, 0, 0, 0, 0, 5}), u16b(0)))
+	f.keyName = rec.tpm.s.Transient[fuzzKey].name
+	for _, alg := range []uint16{algSHA1, algSHA256} {
+		for _, st := range policySteps(f, alg) {
+			s := startSession(t, rec, tpm2.TPMSETrial, tpm2.TPMIAlgHash(alg))
+			rec.Send(st.command(s))
+			rec.Send(rawCommand(ccPolicyGetDigest, []uint32{s}, 0, nil))
+			rec.Send(rawCommand(ccFlushContext, nil, 0, nil, u32b(s)))
+		}
+	}
+	writeCommands(t, "policy-trial", rec.cmds)
+}
