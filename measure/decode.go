@@ -131,23 +131,23 @@ func decodeEvent(ev *Event, kind RegisterKind, alg HashAlg) DecodedEvent {
 	return decodeEventTree(ev, kind, alg, true, nil)
 }
 
-// decodeArena hands out the values that decoding creates from a few large
-// allocations instead of one each. A nil arena allocates normally.
+// decodeArena holds what decoding one event after another can share: the
+// digests of short contents, the bytes of strings, and one value of each
+// decoded type that every event reuses, so that the decoded value is
+// valid only until the next event is decoded. Facts, its only user, keeps
+// strings, slices of the log and copies, never the decoded value. A nil
+// arena allocates normally.
 type decodeArena struct {
-	sums   []sumEntry // digests of short contents logs repeat (separators, EFI actions)
-	strs   []byte     // backing bytes of strings; never written once used
-	texts  []Text
-	vars   []UEFIVariable
-	images []ImageLoad
-	seps   []Separator
-}
-
-func next[T any](s *[]T) *T {
-	if len(*s) == cap(*s) {
-		*s = make([]T, 0, min(max(8, 2*cap(*s)), 256))
-	}
-	*s = (*s)[:len(*s)+1]
-	return &(*s)[len(*s)-1]
+	// varDataFirst[k]: the last variable of kind k (varKind) bound through
+	// its VariableData only.
+	varDataFirst [2]bool
+	sums         [8]sumEntry // digests of short contents logs repeat (separators, EFI actions)
+	nsums        int
+	strs         []byte // backing bytes of strings; never written once used
+	txt          Text
+	vari         UEFIVariable
+	image        ImageLoad
+	sep          Separator
 }
 
 type sumEntry struct {
@@ -167,17 +167,18 @@ func (a *decodeArena) matches(ev *Event, alg HashAlg, content []byte) bool {
 	if !ok || !alg.Known() {
 		return false
 	}
-	for i := range a.sums {
+	for i := range a.nsums {
 		e := &a.sums[i]
 		if e.alg == alg && e.n == len(content) && bytes.Equal(e.data[:e.n], content) {
 			return bytes.Equal(e.sum[:alg.Size()], want)
 		}
 	}
 	sum, _ := alg.Sum(content)
-	if len(a.sums) < 8 {
-		e := sumEntry{alg: alg, n: len(content), sum: sum}
+	if a.nsums < len(a.sums) {
+		e := &a.sums[a.nsums]
+		a.nsums++
+		*e = sumEntry{alg: alg, n: len(content), sum: sum}
 		copy(e.data[:], content)
-		a.sums = append(a.sums, e)
 	}
 	return bytes.Equal(sum[:alg.Size()], want)
 }
@@ -204,9 +205,8 @@ func (a *decodeArena) text(v string, utf16 bool) *Text {
 	if a == nil {
 		return &Text{Value: v, UTF16: utf16}
 	}
-	t := next(&a.texts)
-	t.Value, t.UTF16 = v, utf16
-	return t
+	a.txt = Text{Value: v, UTF16: utf16}
+	return &a.txt
 }
 
 // decodeEventTree is decodeEvent; with tree false, a SIPA tree is checked
@@ -228,7 +228,7 @@ func decodeEventTree(ev *Event, kind RegisterKind, alg HashAlg, tree bool, a *de
 	case EV_EFI_VARIABLE_DRIVER_CONFIG, EV_EFI_VARIABLE_BOOT, EV_EFI_VARIABLE_BOOT2, EV_EFI_VARIABLE_AUTHORITY:
 		var v *UEFIVariable
 		if a != nil {
-			v = next(&a.vars)
+			v = &a.vari
 		} else {
 			v = new(UEFIVariable)
 		}
@@ -244,7 +244,7 @@ func decodeEventTree(ev *Event, kind RegisterKind, alg HashAlg, tree bool, a *de
 	case EV_EFI_BOOT_SERVICES_APPLICATION, EV_EFI_BOOT_SERVICES_DRIVER, EV_EFI_RUNTIME_SERVICES_DRIVER:
 		var im *ImageLoad
 		if a != nil {
-			im = next(&a.images)
+			im = &a.image
 		} else {
 			im = new(ImageLoad)
 		}
@@ -283,7 +283,7 @@ func decodeEventTree(ev *Event, kind RegisterKind, alg HashAlg, tree bool, a *de
 	case EV_SEPARATOR:
 		var s *Separator
 		if a != nil {
-			s = next(&a.seps)
+			s = &a.sep
 		} else {
 			s = new(Separator)
 		}
@@ -367,6 +367,25 @@ func decodeEventTree(ev *Event, kind RegisterKind, alg HashAlg, tree bool, a *de
 		return out
 	}
 	cached := ev.Type == EV_SEPARATOR || ev.Type == EV_EFI_ACTION
+	// A firmware that hashed only the VariableData of the last variable of
+	// this kind likely did so for this one: try that first. The two
+	// contents differ (the whole structure is longer), so at most one of
+	// them hashes to the digest and the order changes no outcome, only how
+	// many hashes it takes.
+	vk := varKind(ev.Type)
+	if varData != nil && a != nil && a.varDataFirst[vk] {
+		if matches(ev, alg, varData) {
+			out.Binding = BindingVariableData
+			return out
+		}
+		if matches(ev, alg, d) {
+			out.Binding = BindingMatched
+			a.varDataFirst[vk] = false
+		} else {
+			out.Binding = BindingMismatched
+		}
+		return out
+	}
 	switch {
 	case cached && a.matches(ev, alg, d):
 		out.Binding = BindingMatched
@@ -374,10 +393,22 @@ func decodeEventTree(ev *Event, kind RegisterKind, alg HashAlg, tree bool, a *de
 		out.Binding = BindingMatched
 	case varData != nil && matches(ev, alg, varData):
 		out.Binding = BindingVariableData
+		if a != nil {
+			a.varDataFirst[vk] = true
+		}
 	case rule == ruleData:
 		out.Binding = BindingMismatched
 	}
 	return out
+}
+
+// varKind sorts variable events by how firmware measures them: boot
+// variables (EDK2 hashes their VariableData only) and the others.
+func varKind(t EventType) int {
+	if t == EV_EFI_VARIABLE_BOOT || t == EV_EFI_VARIABLE_BOOT2 {
+		return 1
+	}
+	return 0
 }
 
 // grubPrefixes are the descriptions GRUB prepends to the strings it

@@ -194,14 +194,23 @@ func FuzzDecodeEvent(f *testing.F) {
 		// With a digest to check, the arena (remembered digests, carved
 		// strings) decodes and binds the data as plain decoding does, on
 		// the first call and on a repeat.
-		sum := sha256.Sum256(data)
-		ev.digests = []Digest{{Alg: SHA256, Value: sum[:]}}
-		want := decodeEventTree(ev, PCR, SHA256, false, nil)
+		// The digest is of the data, then, for a variable, of its
+		// VariableData only, then of the data again, so that the arena's
+		// guess of what the firmware hashed is both right and wrong.
+		hashed := [][]byte{data}
+		if v, ok := d.Data.(*UEFIVariable); ok {
+			hashed = append(hashed, v.Data, data)
+		}
 		var a decodeArena
-		for range 2 {
-			got := decodeEventTree(ev, PCR, SHA256, false, &a)
-			if got.Binding != want.Binding || got.Data.String() != want.Data.String() || (got.Err == nil) != (want.Err == nil) {
-				t.Fatalf("arena decoding: %v %q %v, plain: %v %q %v", got.Binding, got.Data, got.Err, want.Binding, want.Data, want.Err)
+		for _, h := range hashed {
+			sum := sha256.Sum256(h)
+			ev.digests = []Digest{{Alg: SHA256, Value: sum[:]}}
+			want := decodeEventTree(ev, PCR, SHA256, false, nil)
+			for range 2 {
+				got := decodeEventTree(ev, PCR, SHA256, false, &a)
+				if got.Binding != want.Binding || got.Data.String() != want.Data.String() || (got.Err == nil) != (want.Err == nil) {
+					t.Fatalf("arena decoding: %v %q %v, plain: %v %q %v", got.Binding, got.Data, got.Err, want.Binding, want.Data, want.Err)
+				}
 			}
 		}
 	})

@@ -382,44 +382,34 @@ func (x *extractor) presize() {
 	if x.slow {
 		return
 	}
-	var texts, strs, vars, images, seps, actions, cmds, files, apps, drivers, blobs, auths, boots, modules int
+	var strs, actions, cmds, files, apps, drivers, blobs, auths, boots, modules int
 	for k := range x.numEvents() {
 		reg, typ, data := x.eventHeader(k)
 		switch typ {
-		case EV_NO_ACTION:
-		case EV_EFI_VARIABLE_DRIVER_CONFIG:
-			vars++
+		case EV_NO_ACTION, EV_EFI_VARIABLE_DRIVER_CONFIG, EV_SEPARATOR, EV_EFI_GPT_EVENT, EV_EFI_GPT_EVENT2,
+			EV_EFI_HANDOFF_TABLES, EV_EFI_HANDOFF_TABLES2, EV_S_CRTM_VERSION, EV_COMPACT_HASH, EV_NONHOST_INFO:
+			// Neither text nor an item of a list.
 		case EV_EFI_VARIABLE_AUTHORITY:
-			vars++
 			auths++
 		case EV_EFI_VARIABLE_BOOT, EV_EFI_VARIABLE_BOOT2:
-			vars++
 			boots++
 		case EV_EFI_BOOT_SERVICES_APPLICATION:
-			images++
 			apps++
 		case EV_EFI_BOOT_SERVICES_DRIVER, EV_EFI_RUNTIME_SERVICES_DRIVER:
-			images++
 			drivers++
-		case EV_SEPARATOR:
-			seps++
 		case EV_EFI_PLATFORM_FIRMWARE_BLOB, EV_EFI_PLATFORM_FIRMWARE_BLOB2:
 			blobs++
-		case EV_EFI_GPT_EVENT, EV_EFI_GPT_EVENT2, EV_EFI_HANDOFF_TABLES, EV_EFI_HANDOFF_TABLES2, EV_S_CRTM_VERSION,
-			EV_COMPACT_HASH, EV_NONHOST_INFO:
 		case EV_EVENT_TAG:
 			if x.kind == PCR && reg >= 12 && reg <= 14 {
 				modules += countSIPA(data, SIPALoadedModuleAggregation, 0)
 				break
 			}
-			texts++
 			if len(data) <= maxArenaString {
 				strs += len(data)
 			}
 		default:
 			// EV_IPL, actions, post codes, tags and unknown types may
 			// decode as text.
-			texts++
 			if len(data) <= maxArenaString {
 				strs += len(data)
 			}
@@ -437,12 +427,7 @@ func (x *extractor) presize() {
 			}
 		}
 	}
-	a := &x.arena2
-	a.texts = makeCap(a.texts, texts)
-	a.vars = makeCap(a.vars, vars)
-	a.images = makeCap(a.images, images)
-	a.seps = makeCap(a.seps, seps)
-	a.strs = makeCap(a.strs, min(strs, 1<<16))
+	x.arena2.strs = makeCap(x.arena2.strs, min(strs, 1<<16))
 	x.arena = makeCap(x.arena, x.numEvents()+8)
 	f := x.f
 	f.Firmware.Actions = makeCap(f.Firmware.Actions, actions)
