@@ -510,7 +510,10 @@ func parsePolicySignature(r *reader) policySignature {
 		return sig
 	}
 	sig.hash = r.u16()
-	if r.ok() && !isHash(sig.hash) {
+	if !r.ok() {
+		return sig
+	}
+	if !isHash(sig.hash) {
 		r.fail(rcHash)
 		return sig
 	}
@@ -873,6 +876,10 @@ func (t *TPM) cmdPolicyNV(c *call) uint32 {
 		if int(nv.Size)-int(offset) < len(operand) {
 			return qualify(rcSize, rcP|rcN)
 		}
+		if int(offset)+len(operand) > len(nv.Data) {
+			// Unreachable while NV data has the index's size.
+			return qualify(rcSize, rcP|rcN)
+		}
 		data := nv.Data[offset : int(offset)+len(operand)]
 		if !policyCompare(op, data, operand) {
 			return rcPolicy
@@ -1097,7 +1104,10 @@ func (t *TPM) cmdPolicyAuthorizeNV(c *call) uint32 {
 		}
 		hr := newReader(data)
 		alg := hr.u16()
-		if hr.ok() && !isHash(alg) {
+		if !hr.ok() {
+			return hr.code
+		}
+		if !isHash(alg) {
 			return rcHash
 		}
 		d := hr.bytes(hashOf(alg).Size())

@@ -354,6 +354,8 @@ func TestDifferentialPolicyErrors(t *testing.T) {
 		{"signed bad signature", false, nil, policyStep{ccPolicySigned, []uint32{f.keyH, 0}, false, [][]byte{b2b(nil), b2b(nil), b2b(nil), u32b(0), sig}}},
 		{"signed null signature", false, nil, policyStep{ccPolicySigned, []uint32{f.keyH, 0}, false, [][]byte{b2b(nil), b2b(nil), b2b(nil), u32b(0), u16b(algNull)}}},
 		{"signed bad scheme", true, nil, policyStep{ccPolicySigned, []uint32{f.keyH, 0}, false, [][]byte{b2b(nil), b2b(nil), b2b(nil), u32b(0), u16b(0x77)}}},
+		{"signed truncated hmac", false, nil, policyStep{ccPolicySigned, []uint32{f.keyH, 0}, false, [][]byte{b2b(nil), b2b(nil), b2b(nil), u32b(0), u16b(algHMAC)}}},
+		{"signed hmac bad hash", true, nil, policyStep{ccPolicySigned, []uint32{f.keyH, 0}, false, [][]byte{b2b(nil), b2b(nil), b2b(nil), u32b(0), u16b(algHMAC), u16b(0x99)}}},
 		{"signed wrong nonce", false, nil, policyStep{ccPolicySigned, []uint32{f.keyH, 0}, false, [][]byte{b2b(cp[:]), b2b(nil), b2b(nil), u32b(0), sig}}},
 		{"ticket in trial", true, nil, policyStep{ccPolicyTicket, []uint32{0}, false, [][]byte{b2b(make([]byte, 8)), b2b(nil), b2b(nil), b2b(f.keyName), u16b(stAuthSigned), u32b(rhOwner), b2b(cp[:])}}},
 		{"ticket short timeout", false, nil, policyStep{ccPolicyTicket, []uint32{0}, false, [][]byte{b2b(make([]byte, 4)), b2b(nil), b2b(nil), b2b(f.keyName), u16b(stAuthSigned), u32b(rhOwner), b2b(cp[:])}}},
