@@ -488,3 +488,65 @@ func TestDifferentialPolicySessionContext(t *testing.T) {
 		t.Errorf("vtpm %q\nreference %q", a, b)
 	}
 }
+
+// TestDifferentialSaltKeys salts sessions with keys of several kinds (the
+// TCG EK templates, an unrestricted RSA key with an explicit
+// OAEP-SHA384 scheme, one with RSAES, ECC P-384) on both TPMs; each
+// session authorizes PCR_Event and encrypts its event, which needs the TPM
+// and go-tpm to agree on the session key.
+func TestDifferentialSaltKeys(t *testing.T) {
+	rsaKey := func(bits tpm2.TPMKeyBits, scheme tpm2.TPMTRSAScheme) tpm2.TPMTPublic {
+		return tpm2.TPMTPublic{
+			Type: tpm2.TPMAlgRSA, NameAlg: tpm2.TPMAlgSHA256,
+			ObjectAttributes: tpm2.TPMAObject{FixedTPM: true, FixedParent: true, SensitiveDataOrigin: true, UserWithAuth: true, Decrypt: true},
+			Parameters: tpm2.NewTPMUPublicParms(tpm2.TPMAlgRSA, &tpm2.TPMSRSAParms{
+				Symmetric: tpm2.TPMTSymDefObject{Algorithm: tpm2.TPMAlgNull}, Scheme: scheme, KeyBits: bits}),
+		}
+	}
+	oaep384 := tpm2.TPMTRSAScheme{Scheme: tpm2.TPMAlgOAEP, Details: tpm2.NewTPMUAsymScheme(tpm2.TPMAlgOAEP, &tpm2.TPMSEncSchemeOAEP{HashAlg: tpm2.TPMAlgSHA384})}
+	rsaes := tpm2.TPMTRSAScheme{Scheme: tpm2.TPMAlgRSAES, Details: tpm2.NewTPMUAsymScheme(tpm2.TPMAlgRSAES, &tpm2.TPMSEncSchemeRSAES{})}
+	p384 := tpm2.ECCSRKTemplate
+	p384.NameAlg = tpm2.TPMAlgSHA384
+	p384.Parameters = tpm2.NewTPMUPublicParms(tpm2.TPMAlgECC, &tpm2.TPMSECCParms{
+		Symmetric: tpm2.TPMTSymDefObject{Algorithm: tpm2.TPMAlgAES, KeyBits: tpm2.NewTPMUSymKeyBits(tpm2.TPMAlgAES, tpm2.TPMKeyBits(256)), Mode: tpm2.NewTPMUSymMode(tpm2.TPMAlgAES, tpm2.TPMAlgCFB)},
+		CurveID:   tpm2.TPMECCNistP384,
+	})
+	keys := []struct {
+		name string
+		tmpl tpm2.TPMTPublic
+		hier tpm2.TPMHandle
+	}{
+		{"RSA EK", tpm2.RSAEKTemplate, tpm2.TPMRHEndorsement},
+		{"ECC EK", tpm2.ECCEKTemplate, tpm2.TPMRHEndorsement},
+		{"RSA-2048 OAEP-SHA384", rsaKey(2048, oaep384), tpm2.TPMRHOwner},
+		{"RSA-2048 RSAES", rsaKey(2048, rsaes), tpm2.TPMRHOwner},
+		{"ECC P-384 storage key", p384, tpm2.TPMRHOwner},
+	}
+	run := func(tp transport.TPM) []string {
+		var out []string
+		for _, k := range keys {
+			rsp, err := tpm2.CreatePrimary{PrimaryHandle: tpm2.AuthHandle{Handle: k.hier, Auth: pwAuth(nil)}, InPublic: tpm2.New2B(k.tmpl)}.Execute(tp)
+			if err != nil {
+				out = append(out, fmt.Sprintf("%s: CreatePrimary %#x", k.name, rcErr(err)))
+				continue
+			}
+			pub, _ := rsp.OutPublic.Contents()
+			for _, hash := range []tpm2.TPMIAlgHash{tpm2.TPMAlgSHA256, tpm2.TPMAlgSHA1} {
+				_, err = tpm2.PCREvent{PCRHandle: tpm2.AuthHandle{Handle: 16,
+					Auth: tpm2.HMAC(hash, 20, tpm2.Salted(rsp.ObjectHandle, *pub), tpm2.AESEncryption(128, tpm2.EncryptIn))},
+					EventData: tpm2.TPM2BEvent{Buffer: []byte("salted")}}.Execute(tp)
+				out = append(out, fmt.Sprintf("%s %v: %v", k.name, hash, err))
+			}
+			tpm2.FlushContext{FlushHandle: rsp.ObjectHandle}.Execute(tp)
+		}
+		return out
+	}
+	a := run(newTestTPM(t))
+	b := run(simTPM{getSim(t)})
+	if !slices.Equal(a, b) {
+		t.Errorf("vtpm %q\nreference %q", a, b)
+	}
+	for _, s := range a {
+		t.Log(s)
+	}
+}
