@@ -440,3 +440,57 @@ func TestAttesterActivatesOnVTPM(t *testing.T) {
 		t.Fatalf("Activate(NewTPMChallenge): %v", err)
 	}
 }
+
+// FuzzActivateCredential feeds mutated credential blobs and secrets to
+// TPM2_ActivateCredential with the ECC and RSA storage keys they were made
+// for. The response is always well formed, and a recovered credential is
+// never longer than a digest.
+func FuzzActivateCredential(f *testing.F) {
+	defer useFixedRSAKeys(f)()
+	base, err := loadFuzzBase()
+	if err != nil {
+		f.Fatal(err)
+	}
+	type keys struct {
+		ak       loadedKey
+		ecc, rsa loadedKey
+	}
+	open := func(t testing.TB) (*TPM, keys) {
+		v, err := Open(base, testKey, OpenConfig{VMID: "fuzz"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ak, err := tpm2.CreatePrimary{PrimaryHandle: tpm2.AuthHandle{Handle: tpm2.TPMRHOwner, Auth: pwAuth(nil)}, InPublic: tpm2.New2B(eccSigningTemplate)}.Execute(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v, keys{loadedKey{ak.ObjectHandle, ak.Name, ak.OutPublic}, createSRK(t, v, tpm2.ECCSRKTemplate), createSRK(t, v, tpm2.RSASRKTemplate)}
+	}
+	v, k := open(f)
+	for i, key := range []loadedKey{k.ecc, k.rsa} {
+		mc := makeCredential(f, v, key, k.ak.name, []byte("fuzzed credential"))
+		f.Add(uint8(i), mc.CredentialBlob.Buffer, mc.Secret.Buffer)
+	}
+	v.Close()
+	f.Fuzz(func(t *testing.T, which uint8, blob, secret []byte) {
+		v, k := open(t)
+		defer v.Close()
+		key := k.ecc
+		if which&1 == 1 {
+			key = k.rsa
+		}
+		rsp, err := v.Send(rawCommand(ccActivateCredential, []uint32{uint32(k.ak.handle), uint32(key.handle)}, 2, nil, b2b(blob), b2b(secret)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rcOf(rsp) != rcSuccess {
+			if len(rsp) != 10 {
+				t.Fatalf("error response of %d bytes", len(rsp))
+			}
+			return
+		}
+		if c := rsp2B(t, rsp, true); len(c) > 32 {
+			t.Fatalf("credential of %d bytes from a SHA-256 key", len(c))
+		}
+	})
+}

@@ -784,3 +784,56 @@ func TestDuplicateCommand(t *testing.T) {
 		t.Error("Duplicate authorized by a PolicyCommandCode(TPM2_Sign) session")
 	}
 }
+
+// FuzzImport feeds mutated TPM2_Import parameters (encryptionKey,
+// objectPublic, duplicate, inSymSeed, symmetricAlg) to a TPM holding the
+// storage key they were made for. The seeds are valid duplicates, with and
+// without an inner wrapper. Whatever the input, the response is well
+// formed, and a private area that Import returns loads.
+func FuzzImport(f *testing.F) {
+	defer useFixedRSAKeys(f)()
+	base, err := loadFuzzBase()
+	if err != nil {
+		f.Fatal(err)
+	}
+	open := func(t testing.TB) (*TPM, loadedKey) {
+		v, err := Open(base, testKey, OpenConfig{VMID: "fuzz"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v, createSRK(t, v, tpm2.ECCSRKTemplate)
+	}
+	v, srk := open(f)
+	np := loadPublic(f, v, srk.pub)
+	for _, enc := range []bool{false, true} {
+		key, _ := createChild(f, v, srk, duplicableSigningTemplate(f, enc), nil)
+		sym := symDef{alg: algNull}
+		if enc {
+			sym = symAES128
+		}
+		keyOut, dup, seed := duplicateInternal(f, v, key, np, nil, sym)
+		f.Add(keyOut, key.pub.Bytes(), dup, seed, symDefBytes(sym))
+		key.flush(v)
+	}
+	v.Close()
+	f.Fuzz(func(t *testing.T, encKey, pub, dup, seed, sym []byte) {
+		v, srk := open(t)
+		defer v.Close()
+		cmd := rawCommand(ccImport, []uint32{uint32(srk.handle)}, 1, nil, b2b(encKey), b2b(pub), b2b(dup), b2b(seed), sym)
+		rsp, err := v.Send(cmd)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rcOf(rsp) != rcSuccess {
+			if len(rsp) != 10 {
+				t.Fatalf("error response of %d bytes", len(rsp))
+			}
+			return
+		}
+		priv := rsp2B(t, rsp, true)
+		l, err := v.Send(rawCommand(ccLoad, []uint32{uint32(srk.handle)}, 1, nil, b2b(priv), b2b(pub)))
+		if err != nil || rcOf(l) != rcSuccess {
+			t.Fatalf("Import succeeded but Load of its private area failed: rc %#x", rcOf(l))
+		}
+	})
+}
