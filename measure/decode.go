@@ -194,11 +194,17 @@ func (a *decodeArena) string(b []byte) string {
 		return string(b)
 	}
 	if cap(a.strs)-len(a.strs) < len(b) {
-		a.strs = make([]byte, 0, max(len(b), min(max(1024, 2*cap(a.strs)), 16384)))
+		a.grow(len(b))
 	}
 	start := len(a.strs)
 	a.strs = append(a.strs, b...)
 	return unsafe.String(&a.strs[start], len(b))
+}
+
+// grow replaces the string buffer by a new one with room for n bytes; the
+// strings already carved keep the old one.
+func (a *decodeArena) grow(n int) {
+	a.strs = make([]byte, 0, max(n, min(max(1024, 2*cap(a.strs)), 16384)))
 }
 
 func (a *decodeArena) text(v string, utf16 bool) *Text {
@@ -453,7 +459,7 @@ func decodeIPL(d []byte, a *decodeArena) (*Text, []byte, []byte) {
 		u = u[:len(u)-1]
 	}
 	if len(u) >= 2 && u[1] == 0 {
-		if s, ok := decodeUCS2(u); ok && isPrintable(s) && s != "" {
+		if s, ok := decodeUCS2In(u, a); ok && isPrintable(s) && s != "" {
 			return a.text(s, true), nil, nil
 		}
 	}

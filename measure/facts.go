@@ -25,7 +25,36 @@ type Fact[T any] struct {
 }
 
 func fact[T any](x *extractor, v T, ev int, bound bool) *Fact[T] {
-	return &Fact[T]{Value: v, Events: x.evs(ev), Bound: bound}
+	var f *Fact[T]
+	if !x.slow {
+		// The common kinds come from slabs, a few allocations per log
+		// instead of one per fact.
+		switch any(f).(type) {
+		case *Fact[bool]:
+			f = any(slab(&x.boolFacts)).(*Fact[T])
+		case *Fact[string]:
+			f = any(slab(&x.strFacts)).(*Fact[T])
+		case *Fact[Hex]:
+			f = any(slab(&x.hexFacts)).(*Fact[T])
+		case *Fact[uint64]:
+			f = any(slab(&x.uintFacts)).(*Fact[T])
+		}
+	}
+	if f == nil {
+		f = new(Fact[T])
+	}
+	*f = Fact[T]{Value: v, Events: x.evs(ev), Bound: bound}
+	return f
+}
+
+// slab returns a new element of the slab s, which it refills 8 elements at
+// a time. Elements are never reused.
+func slab[T any](s *[]T) *T {
+	if len(*s) == cap(*s) {
+		*s = make([]T, 0, 8)
+	}
+	*s = (*s)[:len(*s)+1]
+	return &(*s)[len(*s)-1]
 }
 
 // evs returns a one-element slice holding i, carved from an arena so that
@@ -370,6 +399,11 @@ type extractor struct {
 	modules int
 	// slow: take no shortcut (see VerifiedLog.facts).
 	slow bool
+	// Slabs of facts (see fact).
+	boolFacts []Fact[bool]
+	strFacts  []Fact[string]
+	hexFacts  []Fact[Hex]
+	uintFacts []Fact[uint64]
 	// cmds and files bound the number of GRUB commands and files.
 	cmds, files int
 }
@@ -613,8 +647,12 @@ func (x *extractor) variable(ev *Event, v *UEFIVariable, binding Binding) {
 		if v.GUID == GlobalVariableGUID && isBootNumber(v.Name) {
 			n64, _ := strconv.ParseUint(v.Name[4:], 16, 16)
 			n := uint16(n64)
-			lo, err := v.LoadOption()
-			if err != nil {
+			var lo LoadOption
+			a := &x.arena2
+			if x.slow {
+				a = nil
+			}
+			if err := parseLoadOption(v.Data, &lo, a); err != nil {
 				x.finding(FindingDecodeError, ev, "%v", err)
 				return
 			}

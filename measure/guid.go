@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strings"
 	"unicode/utf16"
+	"unsafe"
 )
 
 // GUID is an EFI_GUID in its wire encoding: the first three fields are
@@ -104,6 +105,12 @@ var errShort = errors.New("measure: data too short")
 // decodeUCS2 decodes little-endian UTF-16 up to the first NUL character.
 // It reports false when b has an odd length or holds a lone surrogate.
 func decodeUCS2(b []byte) (string, bool) {
+	return decodeUCS2In(b, nil)
+}
+
+// decodeUCS2In is decodeUCS2 with an ASCII string carved from the arena's
+// buffer when a is not nil.
+func decodeUCS2In(b []byte, a *decodeArena) (string, bool) {
 	if len(b)%2 != 0 {
 		return "", false
 	}
@@ -120,6 +127,16 @@ func decodeUCS2(b []byte) (string, bool) {
 		if c >= 0x80 {
 			ascii = false
 		}
+	}
+	if ascii && a != nil && end > 0 && end <= maxArenaString {
+		if cap(a.strs)-len(a.strs) < end {
+			a.grow(end)
+		}
+		start := len(a.strs)
+		for i := range end {
+			a.strs = append(a.strs, b[2*i])
+		}
+		return unsafe.String(&a.strs[start], end), true
 	}
 	if ascii {
 		var sb strings.Builder

@@ -184,10 +184,20 @@ const (
 
 // ParseLoadOption decodes an EFI_LOAD_OPTION.
 func ParseLoadOption(b []byte) (*LoadOption, error) {
-	if len(b) < 6 {
-		return nil, fmt.Errorf("measure: load option: %d bytes, the header needs 6", len(b))
+	lo := new(LoadOption)
+	if err := parseLoadOption(b, lo, nil); err != nil {
+		return nil, err
 	}
-	lo := &LoadOption{Attributes: binary.LittleEndian.Uint32(b)}
+	return lo, nil
+}
+
+// parseLoadOption is ParseLoadOption into lo, with the description carved
+// from the arena a when it is not nil.
+func parseLoadOption(b []byte, lo *LoadOption, a *decodeArena) error {
+	if len(b) < 6 {
+		return fmt.Errorf("measure: load option: %d bytes, the header needs 6", len(b))
+	}
+	*lo = LoadOption{Attributes: binary.LittleEndian.Uint32(b)}
 	pathLen := int(binary.LittleEndian.Uint16(b[4:]))
 	rest := b[6:]
 	end := -1
@@ -198,20 +208,20 @@ func ParseLoadOption(b []byte) (*LoadOption, error) {
 		}
 	}
 	if end < 0 {
-		return nil, fmt.Errorf("measure: load option: description is not terminated")
+		return fmt.Errorf("measure: load option: description is not terminated")
 	}
-	desc, ok := decodeUCS2(rest[:end])
+	desc, ok := decodeUCS2In(rest[:end], a)
 	if !ok {
-		return nil, fmt.Errorf("measure: load option: description is not UTF-16")
+		return fmt.Errorf("measure: load option: description is not UTF-16")
 	}
 	lo.Description = desc
 	rest = rest[end+2:]
 	if pathLen > len(rest) {
-		return nil, fmt.Errorf("measure: load option: device path of %d bytes, %d remain", pathLen, len(rest))
+		return fmt.Errorf("measure: load option: device path of %d bytes, %d remain", pathLen, len(rest))
 	}
 	lo.FilePath = DevicePath(rest[:pathLen:pathLen])
 	lo.OptionalData = rest[pathLen:]
-	return lo, nil
+	return nil
 }
 
 func isBootNumber(name string) bool {
