@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-tpm/tpm2"
 	"github.com/google/go-tpm/tpm2/transport"
 )
 
@@ -147,6 +148,49 @@ func BenchmarkPolicyPCRUnsealContinued(b *testing.B) {
 	for b.Loop() {
 		wv, cv := ours.runContinued(b)
 		wr, cr := ref.runContinued(b)
+		x.add(wv, cv, wr, cr)
+	}
+	x.report(b)
+}
+
+// goTPMUnseal unseals once the way a go-tpm client does: tpm2.PolicySession
+// (StartAuthSession), tpm2.PolicyPCR, tpm2.Unseal with the session (the
+// client computes and checks the HMACs), then the session's closer
+// (FlushContext: go-tpm continues its sessions).
+func goTPMUnseal(b *testing.B, tp transport.TPM, f sealFixture) (time.Duration, time.Duration) {
+	c0 := policyThreadCPU()
+	t0 := time.Now()
+	s, closer, err := tpm2.PolicySession(tp, tpm2.TPMAlgSHA256, 16)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if _, err := (tpm2.PolicyPCR{PolicySession: s.Handle(), Pcrs: pcrSel16}).Execute(tp); err != nil {
+		b.Fatal(err)
+	}
+	got, err := f.unseal(tp, s)
+	cerr := closer()
+	d := time.Since(t0)
+	c := policyThreadCPU() - c0
+	if err != nil || !bytes.Equal(got, f.secret) || cerr != nil {
+		b.Fatalf("Unseal = %q, %v (flush: %v)", got, err, cerr)
+	}
+	return d, c
+}
+
+// BenchmarkPolicyPCRUnsealGoTPM is BenchmarkPolicyPCRUnseal through
+// go-tpm's client API, whose marshalling and HMACs cost the same on both
+// sides.
+func BenchmarkPolicyPCRUnsealGoTPM(b *testing.B) {
+	v := newTestTPM(b)
+	ref := simTPM{getSim(b)}
+	fv := sealWithPolicy(b, v, pcrPolicy(b, v), nil, false)
+	fr := sealWithPolicy(b, ref, pcrPolicy(b, ref), nil, false)
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	var x unsealTimes
+	for b.Loop() {
+		wv, cv := goTPMUnseal(b, v, fv)
+		wr, cr := goTPMUnseal(b, ref, fr)
 		x.add(wv, cv, wr, cr)
 	}
 	x.report(b)
