@@ -2,6 +2,9 @@ package vtpm
 
 import (
 	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/sha256"
 	"testing"
 
@@ -456,4 +459,117 @@ func policyScenario(t *testing.T, tp transport.TPM) {
 		h.unseal(tp, s)
 		flush(tp, s.handle)
 	}
+}
+
+// TestDifferentialPolicyDeferredChecks compares, on each TPM separately,
+// the response codes of authorizations whose deferred checks fail or
+// pass: command code, cpHash, nameHash, locality, NV written, a
+// PolicyAuthorize approval checked through TPM2_VerifySignature tickets,
+// and PolicySigned.
+func TestDifferentialPolicyDeferredChecks(t *testing.T) {
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := authority{key: k}
+	a := &recorder{tpm: newTestTPM(t)}
+	deferredScenario(t, a, key)
+	b := &recorder{tpm: simTPM{getSim(t)}}
+	deferredScenario(t, b, key)
+	if len(a.rcs) != len(b.rcs) {
+		t.Fatalf("vtpm ran %d commands, reference %d", len(a.rcs), len(b.rcs))
+	}
+	for i := range a.rcs {
+		if a.rcs[i] != b.rcs[i] {
+			t.Errorf("command %d (%#x): vtpm rc %#x, reference rc %#x", i, a.ccs[i], a.rcs[i], b.rcs[i])
+		}
+	}
+}
+
+func deferredScenario(t *testing.T, tp transport.TPM, key authority) {
+	raw := func(s *testPolicySession, cc uint32, params ...[]byte) {
+		tp.Send(rawCommand(cc, []uint32{uint32(s.handle)}, 0, nil, params...))
+	}
+	sealed := func(steps func(s *testPolicySession)) sealFixture {
+		tr := startPolicy(t, tp, true)
+		steps(tr)
+		d := policyDigest(t, tp, tr)
+		flush(tp, tr.handle)
+		return sealWithPolicy(t, tp, d, nil, false)
+	}
+	try := func(f sealFixture, steps func(s *testPolicySession)) {
+		s := startPolicy(t, tp, false)
+		steps(s)
+		f.unseal(tp, s)
+		flush(tp, s.handle)
+	}
+	// Command code.
+	cc := func(code uint32) func(s *testPolicySession) {
+		return func(s *testPolicySession) { raw(s, ccPolicyCommandCode, u32b(code)) }
+	}
+	f := sealed(cc(ccUnseal))
+	try(f, cc(ccUnseal))
+	try(f, cc(ccSign))
+	flush(tp, f.obj.Handle)
+	g := sealed(cc(ccCertify))
+	try(g, cc(ccCertify))
+	flush(tp, g.obj.Handle)
+	// cpHash and nameHash of another command.
+	other := sha256.Sum256([]byte("another command"))
+	for _, c := range []uint32{ccPolicyCpHash, ccPolicyNameHash} {
+		step := func(s *testPolicySession) { raw(s, c, b2b(other[:])) }
+		f := sealed(step)
+		try(f, step)
+		flush(tp, f.obj.Handle)
+	}
+	// Locality.
+	for _, loc := range []byte{0x01, 0x1E, 0x20} {
+		step := func(s *testPolicySession) { raw(s, ccPolicyLocality, []byte{loc}) }
+		f := sealed(step)
+		try(f, step)
+		flush(tp, f.obj.Handle)
+	}
+	// NV written on an object: the check fails.
+	step := func(s *testPolicySession) { raw(s, ccPolicyNvWritten, []byte{1}) }
+	f = sealed(step)
+	try(f, step)
+	flush(tp, f.obj.Handle)
+	// PolicyAuthorize with tickets of TPM2_VerifySignature.
+	x, y := key.key.PublicKey.X.FillBytes(make([]byte, 32)), key.key.PublicKey.Y.FillBytes(make([]byte, 32))
+	pub := newAuthorityFromSeed(t)
+	pub.Unique = tpm2.NewTPMUPublicID(tpm2.TPMAlgECC, &tpm2.TPMSECCPoint{X: tpm2.TPM2BECCParameter{Buffer: x}, Y: tpm2.TPM2BECCParameter{Buffer: y}})
+	rsp, err := tpm2.LoadExternal{InPublic: tpm2.New2B(pub), Hierarchy: tpm2.TPMRHOwner}.Execute(tp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key.h, key.name = rsp.ObjectHandle, rsp.Name
+	authorize := func(approved []byte, tk tpm2.TPMTTKVerified) func(s *testPolicySession) {
+		return func(s *testPolicySession) {
+			raw(s, ccPolicyCommandCode, u32b(ccUnseal))
+			tpm2.PolicyAuthorize{PolicySession: s.handle, ApprovedPolicy: tpm2.TPM2BDigest{Buffer: approved},
+				KeySign: key.name, CheckTicket: tk}.Execute(tp)
+		}
+	}
+	approved := calc(t, &tpm2.PolicyCommandCode{Code: tpm2.TPMCCUnseal})
+	f = sealed(authorize(approved, tpm2.TPMTTKVerified{Tag: tpm2.TPMSTVerified, Hierarchy: tpm2.TPMRHNull}))
+	try(f, authorize(approved, key.approve(t, tp, approved, nil)))
+	try(f, authorize(approved, key.approve(t, tp, approved, []byte("ref"))))
+	try(f, authorize(approved, tpm2.TPMTTKVerified{Tag: tpm2.TPMSTVerified, Hierarchy: tpm2.TPMRHOwner}))
+	// PolicySigned by the same key, over the session's nonce.
+	signed := func(good bool) func(s *testPolicySession) {
+		return func(s *testPolicySession) {
+			aHash := sha256.Sum256(bytesOf(s.nonceTPM, u32b(0)))
+			if !good {
+				aHash[0] ^= 1
+			}
+			tpm2.PolicySigned{PolicySession: s.handle, AuthObject: tpm2.NamedHandle{Handle: key.h, Name: key.name},
+				NonceTPM: tpm2.TPM2BNonce{Buffer: s.nonceTPM}, Auth: key.sign(t, aHash[:])}.Execute(tp)
+		}
+	}
+	flush(tp, f.obj.Handle)
+	f = sealWithPolicy(t, tp, calc(t, &tpm2.PolicySigned{AuthObject: tpm2.NamedHandle{Handle: key.h, Name: key.name}}), nil, false)
+	try(f, signed(true))
+	try(f, signed(false))
+	flush(tp, f.obj.Handle)
+	flush(tp, key.h)
 }
