@@ -56,9 +56,15 @@ func (s *testPolicySession) Validate(_ tpm2.TPMRC, _ tpm2.TPMCC, _ []byte, _ []t
 	return nil
 }
 
+// fataler is what the session helpers need of a testing.TB or rapid.T.
+type fataler interface {
+	Helper()
+	Fatalf(format string, args ...any)
+}
+
 // startPolicy starts an unsalted, unbound policy (or trial) session with
 // SHA-256.
-func startPolicy(t testing.TB, tp transport.TPM, trial bool) *testPolicySession {
+func startPolicy(t fataler, tp transport.TPM, trial bool) *testPolicySession {
 	t.Helper()
 	typ := tpm2.TPMSEPolicy
 	if trial {
@@ -79,7 +85,7 @@ func startPolicy(t testing.TB, tp transport.TPM, trial bool) *testPolicySession 
 	return &testPolicySession{handle: rsp.SessionHandle, nonceTPM: rsp.NonceTPM.Buffer, caller: caller}
 }
 
-func policyDigest(t testing.TB, tp transport.TPM, s *testPolicySession) []byte {
+func policyDigest(t fataler, tp transport.TPM, s *testPolicySession) []byte {
 	t.Helper()
 	rsp, err := tpm2.PolicyGetDigest{PolicySession: s.handle}.Execute(tp)
 	if err != nil {
