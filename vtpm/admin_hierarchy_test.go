@@ -1,7 +1,9 @@
 package vtpm
 
 import (
+	"bytes"
 	"testing"
+	"time"
 )
 
 // TestAdminChecksCoverEveryCommand proves that wrapAdminChecks ran after
@@ -160,4 +162,62 @@ func TestDifferentialHierarchyControl(t *testing.T) {
 	}
 	dualReset(t, d)
 	sameResponse(t, d, rawCommand(ccNVReadPublic, []uint32{pidx}, 0, nil))
+}
+
+// TestClearResetsAdminState checks what TPM2_Clear resets besides the
+// owner hierarchy: the storage and endorsement enables, the
+// dictionary-attack parameters and count, and Clock and the reset and
+// restart counts; Time does not move.
+func TestClearResetsAdminState(t *testing.T) {
+	v, clk := newClockTPM(t)
+	clk.Advance(3 * time.Second)
+	admMust(t, v, rcSuccess, daParams(10, 20, 30))
+	unseal := daObject(t, v, false)
+	admMust(t, v, admAuthFail, unseal("guess"))
+	admMust(t, v, rcSuccess, clockSet(1<<30))
+	admMust(t, v, rcSuccess, hierarchyControl(rhOwner, rhOwner, 0))
+	admMust(t, v, rcSuccess, hierarchyControl(rhEndorsement, rhEndorsement, 0))
+	powerRestart(t, v, suState, suState)
+	admMust(t, v, rcSuccess, rawCommand(ccClear, []uint32{rhLockout}, 1, nil))
+	for prop, want := range map[uint32]uint32{0x20E: 0, 0x20F: defaultMaxTries, 0x210: defaultRecoveryTime, 0x211: defaultLockoutRecovery} {
+		if got := admProperty(t, v, prop); got != want {
+			t.Errorf("property %#x: %d, want %d", prop, got, want)
+		}
+	}
+	p := admMust(t, v, rcSuccess, rawCommand(ccReadClock, nil, 0, nil))
+	if tm, clock, restarts := admBE64(p), admBE64(p[8:]), admBE32(p[20:]); tm != 3000 || clock != 0 || restarts != 0 {
+		t.Errorf("after Clear: time %d clock %d restartCount %d, want 3000 0 0", tm, clock, restarts)
+	}
+	admMust(t, v, rcSuccess, createPrimaryCmdOwner())
+	admMust(t, v, rcSuccess, rawCommand(ccCreatePrimary, []uint32{rhEndorsement}, 1, nil, createPrimaryParams()...))
+}
+
+// TestDifferentialClear compares what TPM2_Clear leaves of the admin
+// state with the reference TPM.
+func TestDifferentialClear(t *testing.T) {
+	d := newDual(t)
+	const pidx = 0x01500070
+	ppub := nvPublic(pidx, nvPPWrite|nvPPRead|nvPlatformCreate|nvNoDA, 4)
+	for _, cmd := range [][]byte{
+		daParams(10, 20, 30),
+		hierarchyControl(rhOwner, rhOwner, 0),
+		hierarchyControl(rhEndorsement, rhEndorsement, 0),
+		hierarchyControl(rhPlatform, rhPlatformNV, 0),
+		rawCommand(ccNVDefineSpace, []uint32{rhPlatform}, 1, nil, b2b(nil), b2b(ppub)),
+		rawCommand(ccClear, []uint32{rhLockout}, 1, nil),
+		rawCommand(ccGetCapability, nil, 0, nil, u32b(capTPMProperties), u32b(0x20E), u32b(4)),
+		createPrimaryCmdOwner(),
+		rawCommand(ccNVDefineSpace, []uint32{rhPlatform}, 1, nil, b2b(nil), b2b(ppub)),
+	} {
+		sameRC(t, d, cmd)
+	}
+	read := rawCommand(ccReadClock, nil, 0, nil)
+	a, _ := d.v.Send(read)
+	b := simSend(d.sim, read)
+	if ca, cb := admBE64(a[18:]), admBE64(b[18:]); ca > 1000 || cb > 1000 {
+		t.Errorf("clock after Clear: vtpm %d, reference %d", ca, cb)
+	}
+	if !bytes.Equal(a[26:], b[26:]) {
+		t.Errorf("counts after Clear: vtpm %x, reference %x", a[26:], b[26:])
+	}
 }

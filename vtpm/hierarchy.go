@@ -39,7 +39,8 @@ func (t *TPM) cmdHierarchyChangeAuth(c *call) uint32 {
 // and new owner and endorsement proofs, so every owner key and every saved
 // context of those hierarchies becomes useless; the owner's persistent
 // objects and NV indices are deleted; the owner, endorsement and lockout
-// authorizations are reset. The endorsement primary seed is kept, so the EK
+// authorizations are reset, the dictionary-attack state too, and Clock
+// starts again from zero. The endorsement primary seed is kept, so the EK
 // survives.
 func (t *TPM) cmdClear(c *call) uint32 {
 	if rc := c.r.done(); rc != rcSuccess {
@@ -78,6 +79,16 @@ func (t *TPM) cmdClear(c *call) uint32 {
 		clear(*p)
 		*p = nil
 	}
+	// As in the reference implementation: the storage and endorsement
+	// hierarchies are enabled, the dictionary-attack state returns to its
+	// defaults, and Clock and the reset and restart counts start again
+	// from zero (Time, Clock - TimeBase, does not move).
+	s.Hier.OwnerDisabled, s.Hier.EndorsementDisabled = false, false
+	s.DA = newDAState()
+	t.syncClock()
+	s.TimeBase -= s.Clock // modular: Clock - TimeBase is unchanged
+	s.Clock = 0
+	s.ResetCount, s.RestartCount = 0, 0
 	return rcSuccess
 }
 

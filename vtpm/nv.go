@@ -126,6 +126,11 @@ func (t *TPM) cmdNVDefineSpace(c *call) uint32 {
 	if len(nv.Policy) != 0 && len(nv.Policy) != hsize {
 		return qualify(rcSize, q2)
 	}
+	// Platform indices cannot be defined while platformNV is disabled
+	// (TPM2_HierarchyControl); owner ones cannot be authorized then.
+	if c.h[0] == rhPlatform && t.s.Hier.PlatformNVDisabled {
+		return qualify(rcHierarchy, rcH|rcN)
+	}
 	switch nv.typ() {
 	case ntOrdinary:
 		if nv.Size > maxNVIndexSize {

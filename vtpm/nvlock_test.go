@@ -191,37 +191,52 @@ func TestNVChangeAuthHandler(t *testing.T) {
 }
 
 // TestNVChangeAuthPolicy changes an index's authValue through a policy
-// session with PolicyCommandCode(NV_ChangeAuth), as tpm2-tools does. It
-// needs the policy commands (policy.go); until they authorize a session
-// it is skipped.
+// session with PolicyCommandCode(NV_ChangeAuth), as tpm2-tools does, on
+// the vTPM and the reference TPM, and checks that a policy for another
+// command, or a password, cannot.
 func TestNVChangeAuthPolicy(t *testing.T) {
-	v := newTestTPM(t)
+	a := &recorder{tpm: newTestTPM(t)}
+	nvChangeAuthScenario(t, a)
+	b := &recorder{tpm: simTPM{getSim(t)}}
+	nvChangeAuthScenario(t, b)
+	if len(a.rcs) != len(b.rcs) {
+		t.Fatalf("vtpm ran %d commands, reference %d", len(a.rcs), len(b.rcs))
+	}
+	for i := range a.rcs {
+		if a.rcs[i] != b.rcs[i] {
+			t.Errorf("command %d (%#x): vtpm rc %#x, reference rc %#x", i, a.ccs[i], a.rcs[i], b.rcs[i])
+		}
+	}
+}
+
+func nvChangeAuthScenario(t *testing.T, tp *recorder) {
 	const idx = 0x01500052
 	// policyDigest = SHA-256(0^32 || TPM_CC_PolicyCommandCode || TPM_CC_NV_ChangeAuth)
 	policy := sha256.Sum256(bytesOf(make([]byte, 32), u32b(0x16C), u32b(ccNVChangeAuth)))
 	pub := bytesOf(u32b(idx), u16b(algSHA256), u32b(admNVBase), b2b(policy[:]), u16b(4))
-	admMust(t, v, rcSuccess, rawCommand(ccNVDefineSpace, []uint32{rhOwner}, 1, nil, b2b([]byte("old")), b2b(pub)))
-	sess, closeSess, err := tpm2.PolicySession(v, tpm2.TPMAlgSHA256, 16)
-	if err != nil {
-		t.Skipf("policy session: %v", err)
+	admMust(t, tp, rcSuccess, rawCommand(ccNVDefineSpace, []uint32{rhOwner}, 1, nil, b2b([]byte("old")), b2b(pub)))
+	changeAuth := func(code tpm2.TPMCC, newAuth string) {
+		sess, closeSess, err := tpm2.PolicySession(tp, tpm2.TPMAlgSHA256, 16)
+		if err != nil {
+			t.Fatalf("policy session: %v", err)
+		}
+		defer closeSess()
+		if _, err := (tpm2.PolicyCommandCode{PolicySession: sess.Handle(), Code: code}).Execute(tp); err != nil {
+			t.Fatalf("PolicyCommandCode: %v", err)
+		}
+		// continueSession: the deferred close flushes the session.
+		auth := bytesOf(u32b(uint32(sess.Handle())), b2b(nil), []byte{saContinueSession}, b2b(nil))
+		cmd := bytesOf(u16b(stSessions), u32b(0), u32b(ccNVChangeAuth), u32b(idx), u32b(uint32(len(auth))), auth, b2b([]byte(newAuth)))
+		binary.BigEndian.PutUint32(cmd[2:], uint32(len(cmd)))
+		tp.Send(cmd)
 	}
-	defer closeSess()
-	if _, err := (tpm2.PolicyCommandCode{PolicySession: sess.Handle(), Code: tpm2.TPMCCNVChangeAuth}).Execute(v); err != nil {
-		t.Skipf("PolicyCommandCode: %v", err)
-	}
-	// The session's nonce and attributes are taken from the session;
-	// its HMAC is empty for a policy without PolicyAuthValue.
-	auth := bytesOf(u32b(uint32(sess.Handle())), b2b(nil), []byte{0}, b2b(nil))
-	cmd := bytesOf(u16b(stSessions), u32b(0), u32b(ccNVChangeAuth), u32b(idx), u32b(uint32(len(auth))), auth, b2b([]byte("new")))
-	binary.BigEndian.PutUint32(cmd[2:], uint32(len(cmd)))
-	rc, _ := admSend(t, v, cmd)
-	if rc == rcAuthUnavailable {
-		t.Skip("policy sessions do not authorize commands yet")
-	}
-	if rc != rcSuccess {
-		t.Fatalf("NV_ChangeAuth: rc %#x", rc)
-	}
-	admMust(t, v, rcSuccess, nvWriteCmd(idx, idx, []byte("new"), []byte("x"), 0))
+	changeAuth(tpm2.TPMCCNVWrite, "evil")
+	tp.Send(rawCommand(ccNVChangeAuth, []uint32{idx}, 1, []byte("old"), b2b([]byte("evil"))))
+	tp.Send(nvWriteCmd(idx, idx, []byte("evil"), []byte("x"), 0))
+	changeAuth(tpm2.TPMCCNVChangeAuth, "new")
+	tp.Send(nvWriteCmd(idx, idx, []byte("old"), []byte("x"), 0))
+	tp.Send(nvWriteCmd(idx, idx, []byte("new"), []byte("x"), 0))
+	tp.Send(rawCommand(ccNVUndefineSpace, []uint32{rhOwner, idx}, 1, nil))
 }
 
 // TestDifferentialNVLocks runs the lock, bit-field and authValue commands
