@@ -424,11 +424,12 @@ func varKind(t EventType) int {
 var grubPrefixes = []struct {
 	prefix  string
 	withNUL bool
+	cmdline bool // the kernel command line, not a command
 }{
-	{"grub_cmd: ", false},
-	{"kernel_cmdline: ", false},
-	{"grub_cmd ", true},
-	{"grub_kernel_cmdline ", true},
+	{"grub_cmd: ", false, false},
+	{"kernel_cmdline: ", false, true},
+	{"grub_cmd ", true, false},
+	{"grub_kernel_cmdline ", true, true},
 }
 
 // decodeIPL decodes EV_IPL data as a string (ASCII or UTF-16). For GRUB's

@@ -98,7 +98,7 @@ func (x *extractor) ipl(ev *Event, t *Text, bound bool) {
 			}
 			body := s[len(p.prefix):]
 			lf := x.linux()
-			if strings.Contains(p.prefix, "cmdline") {
+			if p.cmdline {
 				lf.CommandLine = fact(x, body, ev.Index, bound)
 				if k, _, _ := strings.Cut(body, " "); k != "" {
 					lf.Kernel = fact(x, k, ev.Index, bound)
