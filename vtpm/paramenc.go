@@ -1,10 +1,6 @@
 package vtpm
 
-import (
-	"encoding/binary"
-
-	"github.com/google/go-tpm/tpm2"
-)
+import "encoding/binary"
 
 // Session-based parameter encryption (Part 1, section 21).
 //
@@ -127,17 +123,16 @@ func cryptParam(s *session, key, nonceNewer, nonceOlder, b []byte, encrypt bool)
 	if len(b) == 0 {
 		return
 	}
-	h := hashOf(s.hashAlg)
 	switch s.symAlg {
 	case algXOR:
-		mask := tpm2.KDFa(h, key, "XOR", nonceNewer, nonceOlder, len(b)*8)
+		mask := kdfa(s.hashAlg, key, "XOR", nonceNewer, nonceOlder, len(b)*8)
 		for j := range b {
 			b[j] ^= mask[j]
 		}
 		clear(mask)
 	case algAES:
 		kb := int(s.symBits) / 8
-		k := tpm2.KDFa(h, key, "CFB", nonceNewer, nonceOlder, (kb+16)*8)
+		k := kdfa(s.hashAlg, key, "CFB", nonceNewer, nonceOlder, (kb+16)*8)
 		if encrypt {
 			cfbEncryptIV(k[:kb], k[kb:], b)
 		} else {
@@ -145,4 +140,32 @@ func cryptParam(s *session, key, nonceNewer, nonceOlder, b []byte, encrypt bool)
 		}
 		clear(k)
 	}
+}
+
+// kdfa is KDFa (Part 1, section 11.4.10.2), the SP 800-108 counter-mode
+// KDF with HMAC of the session's hash: the concatenation of HMAC(key,
+// i || label || 0 || contextU || contextV || bits) for i = 1, 2, ...,
+// truncated to bits (a multiple of 8 here). It is go-tpm's tpm2.KDFa
+// without the reflection of encoding/binary and with one HMAC state, for
+// the per-command keys of parameter encryption.
+func kdfa(alg uint16, key []byte, label string, contextU, contextV []byte, bits int) []byte {
+	n := bits / 8
+	m := newHMAC(alg, key)
+	out := make([]byte, 0, n+m.Size())
+	var buf [4 + 16]byte // counter, then label || 0 if it fits
+	var size [4]byte
+	binary.BigEndian.PutUint32(size[:], uint32(bits))
+	lb := append(buf[4:4], label...)
+	lb = append(lb, 0)
+	for i := uint32(1); len(out) < n; i++ {
+		m.Reset()
+		binary.BigEndian.PutUint32(buf[:4], i)
+		m.Write(buf[:4])
+		m.Write(lb)
+		m.Write(contextU)
+		m.Write(contextV)
+		m.Write(size[:])
+		out = m.Sum(out)
+	}
+	return out[:n]
 }

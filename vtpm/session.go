@@ -248,8 +248,7 @@ func (t *TPM) cmdStartAuthSession(c *call) uint32 {
 		auth := t.entityAuth(bind)
 		key := make([]byte, 0, len(auth)+len(salt))
 		key = append(append(key, auth...), salt...)
-		hf := hashOf(hashAlg)
-		s.sessionKey = tpm2.KDFa(hf, key, "ATH", s.nonceTPM, nonceCaller, hf.Size()*8)
+		s.sessionKey = kdfa(hashAlg, key, "ATH", s.nonceTPM, nonceCaller, hashOf(hashAlg).Size()*8)
 		clear(key)
 	}
 	if bind != rhNull && typ == seHMAC {

@@ -8,6 +8,7 @@ import (
 
 	"github.com/google/go-tpm/tpm2"
 	"github.com/google/go-tpm/tpm2/transport"
+	"pgregory.net/rapid"
 )
 
 // sessionFixture is what the session scenarios need on a TPM: storage keys
@@ -225,4 +226,22 @@ func rcErr(err error) uint32 {
 		return uint32(rc)
 	}
 	return 0xFFFFFFFF
+}
+
+// TestKDFaMatchesGoTPM checks the vTPM's KDFa against go-tpm's for random
+// keys, labels, contexts and sizes.
+func TestKDFaMatchesGoTPM(t *testing.T) {
+	rapid.Check(t, func(t *rapid.T) {
+		alg := rapid.SampledFrom([]uint16{algSHA1, algSHA256, algSHA384, algSHA512}).Draw(t, "alg")
+		key := rapid.SliceOfN(rapid.Byte(), 0, 130).Draw(t, "key")
+		label := rapid.StringMatching(`[A-Z]{1,24}`).Draw(t, "label")
+		u := rapid.SliceOfN(rapid.Byte(), 0, 64).Draw(t, "u")
+		v := rapid.SliceOfN(rapid.Byte(), 0, 64).Draw(t, "v")
+		bits := 8 * rapid.IntRange(1, 300).Draw(t, "bytes")
+		got := kdfa(alg, key, label, u, v, bits)
+		want := tpm2.KDFa(hashOf(alg), key, label, u, v, bits)
+		if !bytes.Equal(got, want) {
+			t.Fatalf("kdfa %x, go-tpm %x", got, want)
+		}
+	})
 }
