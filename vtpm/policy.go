@@ -285,11 +285,10 @@ func (t *TPM) authorizePolicy(c *call, i int, q uint32) uint32 {
 	}
 	if p.passwordNeeded {
 		if !authEqual(t.entityAuth(h), in.hmac) {
-			if t.daExempt(h) {
-				return qualify(rcBadAuth, q)
-			}
-			t.daFailed(h)
-			return qualify(rcAuthFail, q)
+			// TPM_RC_AUTH_FAIL, counted towards lockout, unless
+			// neither the entity nor the session's bind entity is
+			// DA-protected (IncrementLockout).
+			return qualify(t.authFailed(c, i), q)
 		}
 		return rcSuccess
 	}
