@@ -174,9 +174,9 @@ func BenchmarkWindowsFacts(b *testing.B) {
 	b.ReportMetric(float64((factsThreadCPU()-c0).Nanoseconds())/1e3/float64(b.N), "cpu-µs/facts")
 }
 
-// BenchmarkFactsExtractPerLog is BenchmarkFactsExtract log by log, to show
+// BenchmarkFactsPerLog is BenchmarkFactsExtract log by log, to show
 // where the corpus-wide ratio comes from.
-func BenchmarkFactsExtractPerLog(b *testing.B) {
+func BenchmarkFactsPerLog(b *testing.B) {
 	for _, f := range loadFactsCorpus(b) {
 		if !f.peerOK {
 			continue
