@@ -72,6 +72,25 @@ func (t *TPM) cmdClockRateAdjust(c *call) uint32 {
 	return rcSuccess
 }
 
+// syncClockScaled brings Clock up to date like syncClock, at the rate
+// TPM2_ClockRateAdjust set. Every command starts with it
+// (wrapAdminChecks), so the time that passes between commands is scaled;
+// only the few milliseconds within a command, which other code folds in
+// with syncClock, are not.
+func (t *TPM) syncClockScaled() {
+	before := t.s.Clock
+	t.syncClock()
+	if t.s.ClockAdjust == 0 || t.s.Clock <= before {
+		return
+	}
+	d := t.clockScaled(t.s.Clock - before)
+	if d > math.MaxUint64-before {
+		t.s.Clock = math.MaxUint64
+		return
+	}
+	t.s.Clock = before + d
+}
+
 // clockScaled converts elapsed real milliseconds into TPM clock
 // milliseconds under the TPM2_ClockRateAdjust rate.
 func (t *TPM) clockScaled(ms uint64) uint64 {

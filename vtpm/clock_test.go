@@ -67,6 +67,30 @@ func TestClockRateAdjust(t *testing.T) {
 	}
 }
 
+// TestClockRateAdjustRuns checks that the adjusted rate is the rate of
+// Clock and Time between commands.
+func TestClockRateAdjustRuns(t *testing.T) {
+	v, clk := newClockTPM(t)
+	for i := 0; i < 100; i++ {
+		admMust(t, v, rcSuccess, rawCommand(ccClockRateAdjust, []uint32{rhPlatform}, 1, nil, []byte{3}))
+	}
+	p := admMust(t, v, rcSuccess, rawCommand(ccReadClock, nil, 0, nil))
+	clk.Advance(10 * time.Second)
+	q := admMust(t, v, rcSuccess, rawCommand(ccReadClock, nil, 0, nil))
+	if dt, dc := admBE64(q)-admBE64(p), admBE64(q[8:])-admBE64(p[8:]); dt != 12000 || dc != 12000 {
+		t.Errorf("10 s at the fastest rate: time +%d, clock +%d, want +12000", dt, dc)
+	}
+	for i := 0; i < 200; i++ {
+		admMust(t, v, rcSuccess, rawCommand(ccClockRateAdjust, []uint32{rhPlatform}, 1, nil, []byte{0xFD}))
+	}
+	p = admMust(t, v, rcSuccess, rawCommand(ccReadClock, nil, 0, nil))
+	clk.Advance(35 * time.Second)
+	q = admMust(t, v, rcSuccess, rawCommand(ccReadClock, nil, 0, nil))
+	if dc := admBE64(q[8:]) - admBE64(p[8:]); dc != 30000 {
+		t.Errorf("35 s at the slowest rate: clock +%d, want +30000", dc)
+	}
+}
+
 // TestGetTime signs a TPMS_TIME_ATTEST_INFO with an ECC key and checks
 // the signature and the attested values.
 func TestGetTime(t *testing.T) {

@@ -233,9 +233,9 @@ var adminWrapped = map[uint32]bool{}
 // wrapAdminChecks makes every registered command start as the reference
 // implementation's ExecuteCommand does for the admin state:
 //
-//   - the clock is brought up to date and the dictionary-attack failure
-//     count healed (TimeUpdateToCurrent and DASelfHeal), so that what
-//     GetCapability reports is current;
+//   - the clock is brought up to date, at the TPM2_ClockRateAdjust rate,
+//     and the dictionary-attack failure count healed (TimeUpdateToCurrent
+//     and DASelfHeal), so that what GetCapability reports is current;
 //   - the handles are checked against the hierarchy enables
 //     (hierarchyHandleRC);
 //   - after the command, sequences whose slot was flushed are forgotten
@@ -254,7 +254,7 @@ func wrapAdminChecks() {
 		}
 		fn := d.fn
 		d.fn = func(t *TPM, c *call) uint32 {
-			t.syncClock()
+			t.syncClockScaled()
 			t.daRecover()
 			for i := 0; i < c.nh; i++ {
 				if rc := t.hierarchyHandleRC(c.h[i], c.def.cc); rc != rcSuccess {

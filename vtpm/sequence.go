@@ -130,7 +130,8 @@ func (q *sequence) UnmarshalCBOR(data []byte) error {
 	*q = sequence{kind: s.Kind, alg: s.Alg, opad: s.OPad, firstBlock: s.FirstBlock, ticketSafe: s.TicketSafe, public: s.Public}
 	for i, alg := range algs {
 		h := hashOf(alg).New()
-		if err := h.(encoding.BinaryUnmarshaler).UnmarshalBinary(s.States[i]); err != nil {
+		u, ok := h.(encoding.BinaryUnmarshaler)
+		if !ok || u.UnmarshalBinary(s.States[i]) != nil {
 			return errBadSequence
 		}
 		clear(s.States[i])
