@@ -162,6 +162,26 @@ func TestDifferentialHierarchyControl(t *testing.T) {
 	}
 	dualReset(t, d)
 	sameResponse(t, d, rawCommand(ccNVReadPublic, []uint32{pidx}, 0, nil))
+	// Persistent objects of the owner and of the endorsement hierarchy.
+	sameRC(t, d, createPrimaryCmdOwner())
+	sameResponse(t, d, rawCommand(ccEvictControl, []uint32{rhOwner, transientFirst}, 1, nil, u32b(0x81000010)))
+	sameResponse(t, d, rawCommand(ccFlushContext, nil, 0, nil, u32b(transientFirst)))
+	sameRC(t, d, rawCommand(ccCreatePrimary, []uint32{rhEndorsement}, 1, nil, createPrimaryParams()...))
+	sameResponse(t, d, rawCommand(ccEvictControl, []uint32{rhOwner, transientFirst}, 1, nil, u32b(0x81010001)))
+	sameResponse(t, d, rawCommand(ccFlushContext, nil, 0, nil, u32b(transientFirst)))
+	for _, cmd := range [][]byte{
+		hierarchyControl(rhEndorsement, rhEndorsement, 0),
+		rawCommand(ccReadPublic, []uint32{0x81000010}, 0, nil),
+		rawCommand(ccReadPublic, []uint32{0x81010001}, 0, nil),
+		hierarchyControl(rhOwner, rhOwner, 0),
+		rawCommand(ccReadPublic, []uint32{0x81000010}, 0, nil),
+		rawCommand(ccEvictControl, []uint32{rhPlatform, 0x81010001}, 1, nil, u32b(0x81010001)),
+		hierarchyControl(rhPlatform, rhOwner, 1),
+		rawCommand(ccEvictControl, []uint32{rhOwner, 0x81010001}, 1, nil, u32b(0x81010001)),
+		rawCommand(ccEvictControl, []uint32{rhOwner, 0x81000010}, 1, nil, u32b(0x81000010)),
+	} {
+		sameRC(t, d, cmd) // the keys differ: each TPM has its own seeds
+	}
 }
 
 // TestClearResetsAdminState checks what TPM2_Clear resets besides the
