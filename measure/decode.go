@@ -144,10 +144,14 @@ type decodeArena struct {
 	sums         [8]sumEntry // digests of short contents logs repeat (separators, EFI actions)
 	nsums        int
 	strs         []byte // backing bytes of strings; never written once used
-	txt          Text
-	vari         UEFIVariable
-	image        ImageLoad
-	sep          Separator
+	sipa         SIPAEvents
+	// sipaOK has bit i set when event i's SIPA tree was checked already
+	// (by the first pass of Facts, over the same bytes).
+	sipaOK []uint64
+	txt    Text
+	vari   UEFIVariable
+	image  ImageLoad
+	sep    Separator
 }
 
 type sumEntry struct {
@@ -199,6 +203,21 @@ func (a *decodeArena) string(b []byte) string {
 	start := len(a.strs)
 	a.strs = append(a.strs, b...)
 	return unsafe.String(&a.strs[start], len(b))
+}
+
+// sipaChecked reports whether the SIPA tree of event i was checked.
+func (a *decodeArena) sipaChecked(i int) bool {
+	return i >= 0 && i/64 < len(a.sipaOK) && a.sipaOK[i/64]&(1<<(i%64)) != 0
+}
+
+// markSIPAChecked records that the SIPA tree of event i was checked.
+func (a *decodeArena) markSIPAChecked(i, numEvents int) {
+	if a.sipaOK == nil {
+		a.sipaOK = make([]uint64, (numEvents+63)/64)
+	}
+	if i >= 0 && i/64 < len(a.sipaOK) {
+		a.sipaOK[i/64] |= 1 << (i % 64)
+	}
 }
 
 // grow replaces the string buffer by a new one with room for n bytes; the
@@ -325,6 +344,9 @@ func decodeEventTree(ev *Event, kind RegisterKind, alg HashAlg, tree bool, a *de
 				if err == nil {
 					out.Data = &SIPAEvents{Events: evs, raw: d}
 				}
+			} else if a != nil && a.sipaChecked(ev.Index) {
+				a.sipa = SIPAEvents{raw: d}
+				out.Data = &a.sipa
 			} else if err = checkSIPA(d, 0); err == nil {
 				out.Data = &SIPAEvents{raw: d}
 			}

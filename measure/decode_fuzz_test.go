@@ -12,7 +12,7 @@ import (
 
 // corpusEventData returns the data of every event of the real logs whose
 // type is in types (all types when empty).
-func corpusEventData(f *testing.F, types ...EventType) [][]byte {
+func corpusEventData(f testing.TB, types ...EventType) [][]byte {
 	f.Helper()
 	var out [][]byte
 	for _, c := range factsCorpus(f) {
@@ -142,6 +142,7 @@ func FuzzSIPA(f *testing.F) {
 		f.Add(d)
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
+		checkCountSIPAAgrees(t, data)
 		evs, err := ParseSIPA(data)
 		if err != nil {
 			return
@@ -163,6 +164,7 @@ func FuzzSIPA(f *testing.F) {
 		if _, err := v.Facts(); err != nil {
 			t.Fatal(err)
 		}
+		checkFastPathsAgree(t, v)
 	})
 }
 

@@ -363,6 +363,14 @@ func (x *extractor) eventAt(k int) *Event {
 	return &x.cur
 }
 
+// eventIndex returns the log index of the k-th verified event.
+func (x *extractor) eventIndex(k int) int {
+	if x.events != nil {
+		return x.events[k].Index
+	}
+	return int(x.idx[k])
+}
+
 // eventHeader returns the register, type and data of the k-th verified
 // event, without building it.
 func (x *extractor) eventHeader(k int) (uint32, EventType, []byte) {
@@ -435,7 +443,11 @@ func (x *extractor) presize() {
 			blobs++
 		case EV_EVENT_TAG:
 			if x.kind == PCR && reg >= 12 && reg <= 14 {
-				modules += countSIPA(data, SIPALoadedModuleAggregation, 0)
+				// Check the tree here, once, and count its modules.
+				if n, err := checkCountSIPA(data, SIPALoadedModuleAggregation, 0, false); err == nil {
+					modules += n
+					x.arena2.markSIPAChecked(x.eventIndex(k), x.log.NumEvents())
+				}
 				break
 			}
 			if len(data) <= maxArenaString {

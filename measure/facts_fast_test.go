@@ -67,3 +67,48 @@ func checkFastPathsAgree(t testing.TB, v *VerifiedLog) {
 		t.Fatalf("facts differ:\nfast %s\nslow %s", jf, js)
 	}
 }
+
+// checkCountSIPAAgrees: the one-pass check and count of a SIPA tree that
+// Facts runs before decoding accepts exactly the trees checkSIPA accepts,
+// and counts the loaded modules countSIPA counts.
+func checkCountSIPAAgrees(t interface {
+	Helper()
+	Fatalf(string, ...any)
+}, data []byte) {
+	t.Helper()
+	n, err := checkCountSIPA(data, SIPALoadedModuleAggregation, 0, false)
+	if cerr := checkSIPA(data, 0); (err == nil) != (cerr == nil) {
+		t.Fatalf("checkCountSIPA: %v, checkSIPA: %v", err, cerr)
+	}
+	if want := countSIPA(data, SIPALoadedModuleAggregation, 0); err == nil && n != want {
+		t.Fatalf("checkCountSIPA counts %d modules, countSIPA %d", n, want)
+	}
+}
+
+// TestCheckCountSIPA: on every SIPA tree of the corpus, and on every
+// truncation of it, checkCountSIPA agrees with checkSIPA and countSIPA.
+func TestCheckCountSIPA(t *testing.T) {
+	trees := corpusEventData(t, EV_EVENT_TAG)
+	if len(trees) == 0 {
+		t.Fatal("no SIPA tree in the corpus")
+	}
+	modules := 0
+	for _, d := range trees {
+		if n, err := checkCountSIPA(d, SIPALoadedModuleAggregation, 0, false); err == nil {
+			modules += n
+		}
+		for i := 0; i <= len(d); i += 1 + len(d)/200 {
+			checkCountSIPAAgrees(t, d[:i])
+		}
+	}
+	if modules == 0 {
+		t.Fatal("the corpus's SIPA trees hold no loaded module")
+	}
+	rapid.Check(t, func(t *rapid.T) {
+		data := encodeSIPA(sipaTree(t, 0))
+		if cut := rapid.IntRange(0, len(data)).Draw(t, "cut"); cut < len(data) && rapid.Bool().Draw(t, "truncate") {
+			data = data[:cut]
+		}
+		checkCountSIPAAgrees(t, data)
+	})
+}

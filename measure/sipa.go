@@ -289,6 +289,37 @@ func checkSIPA(b []byte, depth int) error {
 	return nil
 }
 
+// checkCountSIPA is checkSIPA that also counts the events of type t, as
+// countSIPA does (not those inside an event of type t), in the same pass.
+func checkCountSIPA(b []byte, t SIPAType, depth int, inT bool) (int, error) {
+	if depth > maxSIPADepth {
+		return 0, fmt.Errorf("measure: SIPA: containers nested deeper than %d", maxSIPADepth)
+	}
+	n := 0
+	for off := 0; off < len(b); {
+		if len(b)-off < 8 {
+			return 0, fmt.Errorf("measure: SIPA: event at %d: %d bytes, the header needs 8", off, len(b)-off)
+		}
+		typ := SIPAType(binary.LittleEndian.Uint32(b[off:]))
+		size := binary.LittleEndian.Uint32(b[off+4:])
+		if uint64(size) > uint64(len(b)-off-8) {
+			return 0, fmt.Errorf("measure: SIPA: event at %d: size %d, %d bytes remain", off, size, len(b)-off-8)
+		}
+		if typ == t && !inT {
+			n++
+		}
+		if typ.IsContainer() {
+			c, err := checkCountSIPA(b[off+8:off+8+int(size)], t, depth+1, inT || typ == t)
+			if err != nil {
+				return 0, err
+			}
+			n += c
+		}
+		off += 8 + int(size)
+	}
+	return n, nil
+}
+
 // sipaIter iterates over one level of a tree that checkSIPA accepted,
 // without allocating. Events' Children are not filled in.
 type sipaIter struct {
