@@ -36,6 +36,9 @@ const (
 	ccPolicyOR           = 0x171
 	ccPolicyTicket       = 0x172
 	ccPolicyRestart      = 0x180
+	ccPolicyPhysPresence = 0x187
+	ccPolicyDupSelect    = 0x188
+	ccPolicyTemplate     = 0x190
 	ccPolicyPassword     = 0x18C
 	ccPolicyNvWritten    = 0x18F
 	ccPolicyAuthorizeNV  = 0x192
@@ -67,11 +70,17 @@ type policyState struct {
 	// the session may authorize.
 	commandCode uint32
 	// cpHash (PolicyCpHash, or the cpHashA of PolicySigned,
-	// PolicySecret and PolicyTicket) or nameHash (PolicyNameHash): the
-	// authorized command's cpHash, or the digest of its handles' names,
-	// must equal it. isCpHash tells which of the two it is.
-	cpHash   []byte
-	isCpHash bool
+	// PolicySecret and PolicyTicket), nameHash (PolicyNameHash,
+	// PolicyDuplicationSelect) or templateHash (PolicyTemplate): the
+	// authorized command's cpHash, the digest of its handles' names, or
+	// the digest of its template must equal it. isCpHash and isTemplate
+	// tell which it is.
+	cpHash     []byte
+	isCpHash   bool
+	isTemplate bool
+	// ppRequired (PolicyPhysicalPresence): physical presence must be
+	// asserted, which a vTPM never does.
+	ppRequired bool
 	// locality (PolicyLocality), if not 0, is a TPMA_LOCALITY the
 	// command's locality must be in.
 	locality uint8
@@ -180,6 +189,9 @@ func init() {
 	register(&cmdDef{cc: ccPolicyNvWritten, handles: ps, fn: (*TPM).cmdPolicyNvWritten})
 	register(&cmdDef{cc: ccPolicyAuthorizeNV, handles: []handleKind{hkNVAuth, hkNVIndex, hkPolicySession}, auth: 1, fn: (*TPM).cmdPolicyAuthorizeNV})
 	register(&cmdDef{cc: ccPolicyRestart, handles: ps, fn: (*TPM).cmdPolicyRestart})
+	register(&cmdDef{cc: ccPolicyPhysPresence, handles: ps, fn: (*TPM).cmdPolicyPhysicalPresence})
+	register(&cmdDef{cc: ccPolicyDupSelect, handles: ps, fn: (*TPM).cmdPolicyDuplicationSelect})
+	register(&cmdDef{cc: ccPolicyTemplate, handles: ps, fn: (*TPM).cmdPolicyTemplate})
 }
 
 // policyEntityHierarchy is the hierarchy whose proof keys the tickets of
@@ -326,14 +338,22 @@ func (t *TPM) policyChecks(c *call, i int, s *session, p *policyState, policy []
 			return rcLocality
 		}
 	}
+	if p.ppRequired {
+		// Physical presence is a platform signal; no operator can
+		// assert it on a vTPM.
+		return rcPP
+	}
 	if len(p.cpHash) != 0 {
 		var want []byte
-		if p.isCpHash {
+		switch {
+		case p.isCpHash:
 			want = t.cpHash(c, s.hashAlg)
-		} else {
+		case p.isTemplate:
+			want = policyTemplateHash(c, s.hashAlg)
+		default:
 			want = t.policyNameHash(c, s.hashAlg)
 		}
-		if !bytes.Equal(want, p.cpHash) {
+		if want == nil || !bytes.Equal(want, p.cpHash) {
 			return rcPolicyFail
 		}
 	}
@@ -1133,5 +1153,97 @@ func (t *TPM) cmdPolicyRestart(c *call) uint32 {
 	_, p := t.policySessionArg(c, 0)
 	t.syncClock()
 	p.reset(t.s.Clock)
+	return rcSuccess
+}
+
+// policyTemplateHash is the digest of the template (the second parameter,
+// a TPM2B_PUBLIC or TPM2B_TEMPLATE, without its size) of TPM2_Create,
+// TPM2_CreatePrimary or TPM2_CreateLoaded, or nil for another command or
+// a malformed parameter area (CompareTemplateHash in the reference).
+func policyTemplateHash(c *call, alg uint16) []byte {
+	switch c.def.cc {
+	case ccCreate, ccCreatePrimary, ccCreateLoaded:
+	default:
+		return nil
+	}
+	r := newReader(c.cpBytes)
+	r.b2b(maxCommandSize)
+	tmpl := r.b2b(maxCommandSize)
+	if !r.ok() {
+		return nil
+	}
+	return digestOf(alg, tmpl)
+}
+
+// cmdPolicyPhysicalPresence is TPM2_PolicyPhysicalPresence (Part 3,
+// section 23.12). A vTPM has no physical presence, so a session with this
+// assertion authorizes nothing; trial sessions compute its digest.
+func (t *TPM) cmdPolicyPhysicalPresence(c *call) uint32 {
+	if rc := c.r.done(); rc != rcSuccess {
+		return rc
+	}
+	s, p := t.policySessionArg(c, 0)
+	p.update(s.hashAlg, ccPolicyPhysPresence)
+	p.ppRequired = true
+	return rcSuccess
+}
+
+// cmdPolicyDuplicationSelect is TPM2_PolicyDuplicationSelect (Part 3,
+// section 23.15): the session authorizes only TPM2_Duplicate of the named
+// object to the named new parent.
+func (t *TPM) cmdPolicyDuplicationSelect(c *call) uint32 {
+	r := &c.r
+	objectName := r.b2b(maxDigestSize + 2)
+	r.param(2)
+	parentName := r.b2b(maxDigestSize + 2)
+	r.param(3)
+	include := r.u8()
+	if r.ok() && include > 1 {
+		return qualify(rcValue, r.q)
+	}
+	if rc := r.done(); rc != rcSuccess {
+		return rc
+	}
+	s, p := t.policySessionArg(c, 0)
+	if len(p.cpHash) != 0 {
+		return rcCpHash
+	}
+	if p.commandCode != 0 {
+		return rcCommandCode
+	}
+	var parts [][]byte
+	if include == 1 {
+		parts = append(parts, objectName)
+	}
+	parts = append(parts, parentName, []byte{include})
+	p.update(s.hashAlg, ccPolicyDupSelect, parts...)
+	p.cpHash = digestOf(s.hashAlg, objectName, parentName)
+	p.isCpHash = false
+	p.commandCode = ccDuplicate
+	return rcSuccess
+}
+
+// cmdPolicyTemplate is TPM2_PolicyTemplate (Part 3, section 23.21): the
+// session authorizes only the creation of an object from the template
+// whose digest is templateHash.
+func (t *TPM) cmdPolicyTemplate(c *call) uint32 {
+	th := c.r.b2b(maxDigestSize)
+	if rc := c.r.done(); rc != rcSuccess {
+		return rc
+	}
+	s, p := t.policySessionArg(c, 0)
+	if p.isTemplate {
+		if !bytes.Equal(th, p.cpHash) {
+			return qualify(rcValue, rcP|rcN)
+		}
+	} else if len(p.cpHash) != 0 {
+		return rcCpHash
+	}
+	if len(th) != len(p.digest) {
+		return qualify(rcSize, rcP|rcN)
+	}
+	p.update(s.hashAlg, ccPolicyTemplate, th)
+	p.cpHash = append(p.cpHash[:0], th...)
+	p.isTemplate = true
 	return rcSuccess
 }

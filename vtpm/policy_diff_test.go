@@ -6,6 +6,7 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/sha256"
+	"encoding/binary"
 	"testing"
 
 	"github.com/google/go-tpm/tpm2"
@@ -28,7 +29,7 @@ var policyCommands = map[uint32]bool{
 	ccPolicyLocality: true, ccPolicyNV: true, ccPolicyCounterTimer: true, ccPolicyCommandCode: true,
 	ccPolicyCpHash: true, ccPolicyNameHash: true, ccPolicyAuthorize: true, ccPolicyAuthValue: true,
 	ccPolicyPassword: true, ccPolicyGetDigest: true, ccPolicyNvWritten: true, ccPolicyAuthorizeNV: true,
-	ccPolicyRestart: true,
+	ccPolicyRestart: true, ccPolicyPhysPresence: true, ccPolicyDupSelect: true, ccPolicyTemplate: true,
 }
 
 func (p *policyDual) Send(cmd []byte) ([]byte, error) {
@@ -205,6 +206,10 @@ func policySteps(f policyFixture, alg uint16) map[string]policyStep {
 		"PolicyAuthorize":         {ccPolicyAuthorize, []uint32{0}, false, [][]byte{b2b(nil), b2b([]byte("ref")), b2b(f.keyName), null}},
 		"PolicyAuthorizeNV":       {ccPolicyAuthorizeNV, []uint32{rhOwner, f.polIdx, 0}, true, nil},
 		"PolicyRestart":           {ccPolicyRestart, []uint32{0}, false, nil},
+		"PolicyPhysicalPresence":  {ccPolicyPhysPresence, []uint32{0}, false, nil},
+		"PolicyDuplicationSelect": {ccPolicyDupSelect, []uint32{0}, false, [][]byte{b2b(f.keyName), b2b(f.nvName), {1}}},
+		"PolicyDupSelect no obj":  {ccPolicyDupSelect, []uint32{0}, false, [][]byte{b2b(f.keyName), b2b(f.nvName), {0}}},
+		"PolicyTemplate":          {ccPolicyTemplate, []uint32{0}, false, [][]byte{b2b(cp)}},
 	}
 }
 
@@ -364,6 +369,14 @@ func TestDifferentialPolicyErrors(t *testing.T) {
 		{"ticket short timeout", false, nil, policyStep{ccPolicyTicket, []uint32{0}, false, [][]byte{b2b(make([]byte, 4)), b2b(nil), b2b(nil), b2b(f.keyName), u16b(stAuthSigned), u32b(rhOwner), b2b(cp[:])}}},
 		{"ticket forged", false, nil, policyStep{ccPolicyTicket, []uint32{0}, false, [][]byte{b2b(bytesOf(u32b(0), u32b(1<<30))), b2b(nil), b2b(nil), b2b(f.keyName), u16b(stAuthSigned), u32b(rhOwner), b2b(cp[:])}}},
 		{"ticket bad tag", false, nil, policyStep{ccPolicyTicket, []uint32{0}, false, [][]byte{b2b(make([]byte, 8)), b2b(nil), b2b(nil), b2b(f.keyName), u16b(stVerified), u32b(rhOwner), b2b(cp[:])}}},
+		{"dupselect after cphash", true, []policyStep{{ccPolicyCpHash, []uint32{0}, false, [][]byte{b2b(cp[:])}}}, policyStep{ccPolicyDupSelect, []uint32{0}, false, [][]byte{b2b(f.keyName), b2b(f.nvName), {1}}}},
+		{"dupselect after command code", true, []policyStep{{ccPolicyCommandCode, []uint32{0}, false, [][]byte{u32b(ccUnseal)}}}, policyStep{ccPolicyDupSelect, []uint32{0}, false, [][]byte{b2b(f.keyName), b2b(f.nvName), {1}}}},
+		{"dupselect bad bool", true, nil, policyStep{ccPolicyDupSelect, []uint32{0}, false, [][]byte{b2b(f.keyName), b2b(f.nvName), {2}}}},
+		{"template short", true, nil, policyStep{ccPolicyTemplate, []uint32{0}, false, [][]byte{b2b(cp[:31])}}},
+		{"template twice", true, []policyStep{{ccPolicyTemplate, []uint32{0}, false, [][]byte{b2b(cp[:])}}}, policyStep{ccPolicyTemplate, []uint32{0}, false, [][]byte{b2b(cp2[:])}}},
+		{"template after cphash", true, []policyStep{{ccPolicyCpHash, []uint32{0}, false, [][]byte{b2b(cp[:])}}}, policyStep{ccPolicyTemplate, []uint32{0}, false, [][]byte{b2b(cp[:])}}},
+		{"cphash after template", true, []policyStep{{ccPolicyTemplate, []uint32{0}, false, [][]byte{b2b(cp[:])}}}, policyStep{ccPolicyCpHash, []uint32{0}, false, [][]byte{b2b(cp[:])}}},
+		{"namehash after template", true, []policyStep{{ccPolicyTemplate, []uint32{0}, false, [][]byte{b2b(cp[:])}}}, policyStep{ccPolicyNameHash, []uint32{0}, false, [][]byte{b2b(cp[:])}}},
 		{"get digest extra bytes", true, nil, policyStep{ccPolicyGetDigest, []uint32{0}, false, [][]byte{{0}}}},
 		{"session not loaded", true, nil, policyStep{ccPolicyAuthValue, []uint32{0x03000007}, false, nil}},
 		{"hmac session handle", true, nil, policyStep{ccPolicyAuthValue, []uint32{0x02000000}, false, nil}},
@@ -572,4 +585,74 @@ func deferredScenario(t *testing.T, tp transport.TPM, key authority) {
 	try(f, signed(false))
 	flush(tp, f.obj.Handle)
 	flush(tp, key.h)
+
+	// PolicyTemplate on a primary key: Create of children from one
+	// template only.
+	child := tpm2.TPMTPublic{Type: tpm2.TPMAlgKeyedHash, NameAlg: tpm2.TPMAlgSHA256,
+		ObjectAttributes: tpm2.TPMAObject{FixedTPM: true, FixedParent: true, UserWithAuth: true, NoDA: true}}
+	childBytes := tpm2.Marshal(child)
+	th := sha256.Sum256(childBytes)
+	tmpl := func(s *testPolicySession) { raw(s, ccPolicyTemplate, b2b(th[:])) }
+	tr := startPolicy(t, tp, true)
+	tmpl(tr)
+	parentPolicy := policyDigest(t, tp, tr)
+	flush(tp, tr.handle)
+	srkT := tpm2.ECCSRKTemplate
+	srkT.AuthPolicy = tpm2.TPM2BDigest{Buffer: parentPolicy}
+	owner := tpm2.AuthHandle{Handle: tpm2.TPMRHOwner, Auth: tpm2.PasswordAuth(nil)}
+	parent, err := tpm2.CreatePrimary{PrimaryHandle: owner, InPublic: tpm2.New2B(srkT)}.Execute(tp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	otherChild := child
+	otherChild.ObjectAttributes.NoDA = false
+	for _, pub := range []tpm2.TPMTPublic{child, otherChild} {
+		s := startPolicy(t, tp, false)
+		tmpl(s)
+		tpm2.Create{ParentHandle: tpm2.AuthHandle{Handle: parent.ObjectHandle, Name: parent.Name, Auth: s},
+			InSensitive: tpm2.TPM2BSensitiveCreate{Sensitive: &tpm2.TPMSSensitiveCreate{Data: tpm2.NewTPMUSensitiveCreate(&tpm2.TPM2BSensitiveData{Buffer: []byte("x")})}},
+			InPublic:    tpm2.New2B(pub)}.Execute(tp)
+		flush(tp, s.handle)
+	}
+
+	// PolicyDuplicationSelect: an object that may be duplicated to the
+	// null parent only.
+	nullName := tpm2.HandleName(tpm2.TPMRHNull).Buffer
+	dup := func(s *testPolicySession, objName []byte) {
+		raw(s, ccPolicyDupSelect, b2b(objName), b2b(nullName), []byte{0})
+	}
+	tr = startPolicy(t, tp, true)
+	dup(tr, nil)
+	dupPolicy := policyDigest(t, tp, tr)
+	flush(tp, tr.handle)
+	srk, err := tpm2.CreatePrimary{PrimaryHandle: owner, InPublic: tpm2.New2B(tpm2.ECCSRKTemplate)}.Execute(tp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	flush(tp, parent.ObjectHandle)
+	srkH := tpm2.AuthHandle{Handle: srk.ObjectHandle, Name: srk.Name, Auth: tpm2.PasswordAuth(nil)}
+	obj, err := tpm2.Create{ParentHandle: srkH, InPublic: tpm2.New2B(tpm2.TPMTPublic{
+		Type: tpm2.TPMAlgKeyedHash, NameAlg: tpm2.TPMAlgSHA256,
+		ObjectAttributes: tpm2.TPMAObject{UserWithAuth: true, NoDA: true},
+		AuthPolicy:       tpm2.TPM2BDigest{Buffer: dupPolicy},
+	}), InSensitive: tpm2.TPM2BSensitiveCreate{Sensitive: &tpm2.TPMSSensitiveCreate{Data: tpm2.NewTPMUSensitiveCreate(&tpm2.TPM2BSensitiveData{Buffer: []byte("x")})}}}.Execute(tp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	loaded, err := tpm2.Load{ParentHandle: srkH, InPrivate: obj.OutPrivate, InPublic: obj.OutPublic}.Execute(tp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, objName := range [][]byte{loaded.Name.Buffer, srk.Name.Buffer} {
+		s := startPolicy(t, tp, false)
+		dup(s, objName)
+		auth := bytesOf(u32b(uint32(s.handle)), b2b(s.caller), []byte{0}, b2b(nil))
+		cmd := bytesOf(u16b(stSessions), u32b(0), u32b(ccDuplicate), u32b(uint32(loaded.ObjectHandle)), u32b(rhNull),
+			u32b(uint32(len(auth))), auth, b2b(nil), u16b(algNull))
+		binary.BigEndian.PutUint32(cmd[2:], uint32(len(cmd)))
+		tp.Send(cmd)
+		flush(tp, s.handle)
+	}
+	flush(tp, loaded.ObjectHandle)
+	flush(tp, srk.ObjectHandle)
 }

@@ -766,3 +766,22 @@ func TestPolicyCompare(t *testing.T) {
 		}
 	}
 }
+
+// TestPolicyPhysicalPresenceNeverSatisfied: no software can assert
+// physical presence on a vTPM, so a policy that requires it authorizes
+// nothing. (The reference simulator asserts physical presence; a vTPM has
+// no operator at the machine.)
+func TestPolicyPhysicalPresenceNeverSatisfied(t *testing.T) {
+	v := newTestTPM(t)
+	policy := sha256.Sum256(bytesOf(make([]byte, 32), u32b(ccPolicyPhysPresence)))
+	f := sealWithPolicy(t, v, policy[:], nil, false)
+	s := startPolicy(t, v, false)
+	if rc := policyRaw(v, ccPolicyPhysPresence, []uint32{uint32(s.handle)}); rc != rcSuccess {
+		t.Fatalf("PolicyPhysicalPresence: rc %#x", rc)
+	}
+	if d := policyDigest(t, v, s); !bytes.Equal(d, policy[:]) {
+		t.Fatalf("digest %x, want %x", d, policy)
+	}
+	_, err := f.unseal(v, s)
+	wantRC(t, "Unseal with PolicyPhysicalPresence", err, rcPP|rcS1)
+}
