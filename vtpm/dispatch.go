@@ -32,6 +32,9 @@ type role uint8
 const (
 	roleUser role = iota
 	roleAdmin
+	// roleDup (TPM2_Duplicate) is authorized by policy sessions only:
+	// dispatch refuses others with TPM_RC_AUTH_TYPE (policyRequired).
+	roleDup
 )
 
 // cmdDef describes one command: its handle area, which handles need

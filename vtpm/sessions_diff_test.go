@@ -301,6 +301,8 @@ func TestDifferentialSessionErrors(t *testing.T) {
 		{"wrong hmac on a PCR", sessCommand(ccPCRReset, []uint32{16}, [][]byte{sessEntry(hA, nonce, saContinueSession, make([]byte, 32))})},
 		{"wrong hmac on a session that only encrypts", sessCommand(ccGetRandom, nil, [][]byte{sessEntry(hA, nonce, saContinueSession|saEncrypt, make([]byte, 32))}, u16b(8))},
 		{"audit on a password session", sessCommand(ccPCRReset, []uint32{16}, [][]byte{sessEntry(rsPW, nil, saContinueSession|saAudit, nil)})},
+		{"admin role with a password", sessCommand(0x13B /* NV_ChangeAuth */, []uint32{idx}, [][]byte{sessEntry(rsPW, nil, saContinueSession, []byte("wrong"))}, b2b([]byte("new")))},
+		{"admin role with an HMAC session", sessCommand(0x13B /* NV_ChangeAuth */, []uint32{idx}, [][]byte{sessEntry(hA, nonce, saContinueSession, make([]byte, 32))}, b2b([]byte("new")))},
 		{"sessions on ContextSave", sessCommand(ccContextSave, []uint32{hA}, [][]byte{pw})},
 		{"sessions on FlushContext", sessCommand(ccFlushContext, nil, [][]byte{pw}, u32b(hA))},
 		{"decrypt size beyond the parameters", sessCommand(ccNVWrite, []uint32{rhOwner, idx}, [][]byte{sessEntry(hA, nonce, saContinueSession|saDecrypt, nil)}, u16b(0xFFFF), []byte("abcd"), u16b(0))},
