@@ -203,3 +203,38 @@ func TestFuzzSeedsAreReal(t *testing.T) {
 		}
 	}
 }
+
+// TestQEMUMigrationSeedInstalls replays the control stream that QEMU 7.2
+// sent to the destination of a live migration (recorded by
+// TestInteropQEMUMigration with -record) into a fresh instance: the state
+// blob in it must install, with the PCR 16 and NV index of the source.
+func TestQEMUMigrationSeedInstalls(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join("testdata", "ctrl-qemu-migration-dst.bin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// QEMU ended with CMD_SHUTDOWN when it quit; stop before it.
+	b, found := bytes.CutSuffix(b, be32(cmdShutdown))
+	if !found {
+		t.Fatal("the recorded stream does not end with CMD_SHUTDOWN")
+	}
+	key := testMigrationKey
+	in := New(newTPM(t, "vm1"), &Config{VMID: "vm1", MigrationKey: &key})
+	defer in.Close()
+	c := newStreamConn(b)
+	in.serveCtrl(context.Background(), c, nil)
+	tpm := instTPMForTest{in}
+	if got := pcr16(t, tpm); bytes.Equal(got, make([]byte, 32)) {
+		t.Fatal("PCR 16 is zero: the recorded blob did not install")
+	}
+	if nv, err := readNV(t, tpm, 8); err != nil || string(nv) != "migrated" {
+		t.Fatalf("NV after the recorded migration: %q, %v", nv, err)
+	}
+}
+
+// instTPMForTest sends commands to an instance in process.
+type instTPMForTest struct{ in *Instance }
+
+func (i instTPMForTest) Send(cmd []byte) ([]byte, error) {
+	return i.in.execute(context.Background(), cmd, nil, MaxCommandSize), nil
+}

@@ -113,10 +113,11 @@ func TestInteropQEMUMigration(t *testing.T) {
 		t.Fatal(err)
 	}
 	key := testMigrationKey
-	const vmid = "qemu-migration"
+	const vmid = "vm1" // as in FuzzControlChannel, so that the recorded blob installs there
 
 	type vm struct {
 		in   *Instance
+		rec  *recorder // what QEMU sent on the control channel
 		q    *exec.Cmd
 		out  *bytes.Buffer
 		mon  string
@@ -129,11 +130,11 @@ func TestInteropQEMUMigration(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		v := &vm{in: New(newTPM(t, vmid), &Config{VMID: vmid, MigrationKey: &key}), out: &bytes.Buffer{},
+		v := &vm{in: New(newTPM(t, vmid), &Config{VMID: vmid, MigrationKey: &key}), rec: &recorder{Listener: cl}, out: &bytes.Buffer{},
 			mon: filepath.Join(d, name+".mon"), done: make(chan struct{})}
 		ctx, cancel := context.WithCancel(context.Background())
 		served := make(chan error, 1)
-		go func() { served <- v.in.ServeSwtpm(ctx, cl, nil) }()
+		go func() { served <- v.in.ServeSwtpm(ctx, v.rec, nil) }()
 		t.Cleanup(func() { cancel(); <-served; v.in.Close() })
 		varsCopy := filepath.Join(d, name+".vars")
 		if err := os.WriteFile(varsCopy, varsFile, 0o600); err != nil {
@@ -266,4 +267,6 @@ func TestInteropQEMUMigration(t *testing.T) {
 			t.Error("QEMU did not quit")
 		}
 	}
+	save(t, "ctrl-qemu-migration-src", src.rec.take())
+	save(t, "ctrl-qemu-migration-dst", dst.rec.take())
 }
