@@ -82,6 +82,9 @@ var fuzzPolicyCommands = []struct {
 	{ccPolicyNvWritten, []uint32{0}, false},
 	{ccPolicyAuthorizeNV, []uint32{rhOwner, fuzzPolNV, 0}, true},
 	{ccPolicyRestart, []uint32{0}, false},
+	{ccPolicyPhysPresence, []uint32{0}, false},
+	{ccPolicyDupSelect, []uint32{0}, false},
+	{ccPolicyTemplate, []uint32{0}, false},
 }
 
 // FuzzPolicyCommand runs a sequence of policy commands with fuzzed
@@ -222,6 +225,9 @@ func policyFuzzSeeds() [][]byte {
 		rec(ccPolicyNvWritten, 0, []byte{1}),
 		rec(ccPolicyAuthorizeNV, 0),
 		rec(ccPolicyRestart, 0),
+		rec(ccPolicyPhysPresence, 0),
+		rec(ccPolicyDupSelect, 0, b2b(append(u16b(algSHA256), cp...)), b2b(u32b(rhNull)), []byte{1}),
+		rec(ccPolicyTemplate, 0, b2b(cp)),
 	}
 	seeds := [][]byte{bytesOf([]byte{0}, pcr), bytesOf([]byte{1}, pcr)}
 	for _, r := range all {
