@@ -2,6 +2,7 @@ package vtpm
 
 import (
 	"bytes"
+	"encoding/hex"
 	"testing"
 	"time"
 )
@@ -240,4 +241,48 @@ func TestDifferentialClear(t *testing.T) {
 	if !bytes.Equal(a[26:], b[26:]) {
 		t.Errorf("counts after Clear: vtpm %x, reference %x", a[26:], b[26:])
 	}
+}
+
+// TestDifferentialLoadIntoDisabledHierarchy loads a public key into the
+// owner hierarchy with LoadExternal and a saved context of an owner key,
+// while the storage hierarchy is disabled, on both TPMs.
+func TestDifferentialLoadIntoDisabledHierarchy(t *testing.T) {
+	d := newDual(t)
+	// An ECC P-256 public key (the generator point: any point will do).
+	pub := bytesOf(u16b(algECC), u16b(algSHA256), u32b(oaSign|oaUserWithAuth|oaNoDA), u16b(0),
+		u16b(algNull), u16b(algECDSA), u16b(algSHA256), u16b(curveNISTP256), u16b(algNull),
+		b2b(mustHex("6b17d1f2e12c4247f8bce6e563a440f277037d812deb33a0f4a13945d898c296")),
+		b2b(mustHex("4fe342e2fe1a7f9b8ee7eb4a7c0f9e162bce33576b315ececbb6406837bf51f5")))
+	load := func(hier uint32) []byte {
+		return rawCommand(ccLoadExternal, nil, 0, nil, b2b(nil), b2b(pub), u32b(hier))
+	}
+	sameResponse(t, d, load(rhOwner))
+	sameResponse(t, d, rawCommand(ccFlushContext, nil, 0, nil, u32b(transientFirst)))
+	sameRC(t, d, createPrimaryCmdOwner())
+	va, _ := d.v.Send(rawCommand(ccContextSave, []uint32{transientFirst}, 0, nil))
+	vb := simSend(d.sim, rawCommand(ccContextSave, []uint32{transientFirst}, 0, nil))
+	sameResponse(t, d, rawCommand(ccFlushContext, nil, 0, nil, u32b(transientFirst)))
+	sameResponse(t, d, hierarchyControl(rhOwner, rhOwner, 0))
+	for _, hier := range []uint32{rhOwner, rhNull, rhEndorsement} {
+		sameResponse(t, d, load(hier))
+		d.v.Send(rawCommand(ccFlushContext, nil, 0, nil, u32b(transientFirst)))
+		simSend(d.sim, rawCommand(ccFlushContext, nil, 0, nil, u32b(transientFirst)))
+	}
+	ctxLoad := rawCommand(ccContextLoad, nil, 0, nil, va[10:])
+	a, _ := d.v.Send(ctxLoad)
+	b := simSend(d.sim, rawCommand(ccContextLoad, nil, 0, nil, vb[10:]))
+	if !bytes.Equal(a, b) {
+		t.Errorf("ContextLoad into the disabled storage hierarchy: vtpm %x, reference %x", a, b)
+	}
+	if len(d.v.s.Transient) != 0 {
+		t.Errorf("%d objects left loaded", len(d.v.s.Transient))
+	}
+}
+
+func mustHex(s string) []byte {
+	b, err := hex.DecodeString(s)
+	if err != nil {
+		panic(err)
+	}
+	return b
 }

@@ -226,6 +226,30 @@ func (t *TPM) hierarchyHandleRC(h, cc uint32) uint32 {
 	return rcSuccess
 }
 
+// loadedHierarchyRC undoes a LoadExternal or ContextLoad of an object of a
+// disabled hierarchy (the reference implementation refuses it once the
+// parameters are unmarshaled and an object slot is free).
+func (t *TPM) loadedHierarchyRC(c *call) uint32 {
+	var q uint32
+	switch c.def.cc {
+	case ccLoadExternal:
+		q = rcP | 3*rcN
+	case ccContextLoad:
+		q = rcP | rcN
+	default:
+		return rcSuccess
+	}
+	h := c.outHandle
+	o := t.s.Transient[h]
+	if h>>24 != htTransient || o == nil || t.hierarchyEnabled(o.Hierarchy) {
+		return rcSuccess
+	}
+	o.clear()
+	delete(t.s.Transient, h)
+	c.w.b = c.w.b[:rspPrefix]
+	return qualify(rcHierarchy, q)
+}
+
 // adminWrapped records the commands that wrapAdminChecks wrapped, so that
 // a test can prove that every command is covered.
 var adminWrapped = map[uint32]bool{}
@@ -238,8 +262,9 @@ var adminWrapped = map[uint32]bool{}
 //     and DASelfHeal), so that what GetCapability reports is current;
 //   - the handles are checked against the hierarchy enables
 //     (hierarchyHandleRC);
-//   - after the command, sequences whose slot was flushed are forgotten
-//     (sweepSequences).
+//   - after the command, an object that LoadExternal or ContextLoad loaded
+//     into a disabled hierarchy is flushed again (loadedHierarchyRC), and
+//     sequences whose slot was flushed are forgotten (sweepSequences).
 //
 // The handle check belongs in dispatch's handleLoaded, where the reference
 // implementation makes it, before authorization; until dispatch calls
@@ -266,6 +291,9 @@ func wrapAdminChecks() {
 				return rcSequence
 			}
 			rc := fn(t, c)
+			if rc == rcSuccess {
+				rc = t.loadedHierarchyRC(c)
+			}
 			if len(t.s.Sequences) != 0 {
 				t.sweepSequences()
 			}
