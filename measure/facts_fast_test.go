@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"reflect"
 	"testing"
+	"unsafe"
 
 	"pgregory.net/rapid"
 )
@@ -111,4 +112,18 @@ func TestCheckCountSIPA(t *testing.T) {
 		}
 		checkCountSIPAAgrees(t, data)
 	})
+}
+
+// TestCommonStringsFound: the length and first-byte filters in front of
+// the common-strings lookup let every common string through, so that each
+// decodes to the shared string, with or without trailing NULs.
+func TestCommonStringsFound(t *testing.T) {
+	for s := range commonStrings {
+		for _, b := range [][]byte{[]byte(s), append([]byte(s), 0, 0)} {
+			got, ok := printableASCIIIn(b, nil)
+			if !ok || got != s || unsafe.StringData(got) != unsafe.StringData(commonStrings[s]) {
+				t.Errorf("printableASCIIIn(%q) = %q, %v, not the shared string", b, got, ok)
+			}
+		}
+	}
 }

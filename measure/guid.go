@@ -177,7 +177,7 @@ func printableASCIIIn(b []byte, a *decodeArena) (string, bool) {
 	if len(b) == 0 || !isPrintableASCII(b) {
 		return "", false
 	}
-	if len(b) < 64 && commonLengths&(1<<len(b)) != 0 {
+	if len(b) < 64 && commonLengths&(1<<len(b)) != 0 && commonFirst[b[0]/64]&(1<<(b[0]%64)) != 0 {
 		if s, ok := commonStrings[string(b)]; ok { // no allocation for the lookup
 			return s, true
 		}
@@ -222,11 +222,13 @@ func printableBytes(b []byte) bool {
 }
 
 // commonStrings are strings logs repeat, returned without allocating.
-// commonLengths has bit n set when one of them is n bytes long, so that
-// most strings skip the lookup.
-var commonStrings, commonLengths = func() (map[string]string, uint64) {
+// commonLengths has bit n set when one of them is n bytes long, and
+// commonFirst bit c when one of them starts with byte c, so that most
+// strings (GRUB's) skip the lookup.
+var commonStrings, commonLengths, commonFirst = func() (map[string]string, uint64, [4]uint64) {
 	m := map[string]string{}
 	var lens uint64
+	var first [4]uint64
 	for _, s := range []string{
 		"Calling EFI Application from Boot Option", "Returning from EFI Application from Boot Option",
 		"Exit Boot Services Invocation", "Exit Boot Services Returned with Success",
@@ -239,8 +241,9 @@ var commonStrings, commonLengths = func() (map[string]string, uint64) {
 		}
 		m[s] = s
 		lens |= 1 << len(s)
+		first[s[0]/64] |= 1 << (s[0] % 64)
 	}
-	return m, lens
+	return m, lens, first
 }()
 
 // commonNames are UEFI variable names, keyed by their UTF-16 encoding, so
