@@ -64,6 +64,8 @@ func factsOf(t *testing.T, raw []byte, quoted QuotedValues) *Facts {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The shortcuts agree with plain decoding on the attacks too.
+	checkFastPathsAgree(t, v)
 	return f
 }
 
