@@ -330,3 +330,60 @@ func TestNVCertify(t *testing.T) {
 		t.Errorf("nvDigest %x, want %x", di.NVDigest.Buffer, want)
 	}
 }
+
+// TestNVCertifyDifferential certifies the same NV index contents on our
+// vTPM and the reference TPM without a signing key (TPM_RH_NULL): the
+// attested TPMS_NV_CERTIFY_INFO and TPMS_NV_DIGEST_CERTIFY_INFO must be
+// byte for byte equal (the clock and firmware fields of the header
+// differ between the TPMs and are not compared).
+func TestNVCertifyDifferential(t *testing.T) {
+	d := newDual(t)
+	owner := tpm2.AuthHandle{Handle: tpm2.TPMRHOwner, Auth: pwAuth(nil)}
+	const idx = tpm2.TPMHandle(0x01500022)
+	if _, err := (tpm2.NVDefineSpace{AuthHandle: owner, PublicInfo: tpm2.New2B(tpm2.TPMSNVPublic{
+		NVIndex: idx, NameAlg: tpm2.TPMAlgSHA256, DataSize: 48,
+		Attributes: tpm2.TPMANV{OwnerWrite: true, OwnerRead: true, NoDA: true, NT: tpm2.TPMNTOrdinary},
+	})}).Execute(d); err != nil {
+		t.Fatal(err)
+	}
+	pub, _ := tpm2.NVReadPublic{NVIndex: idx}.Execute(d)
+	nvH := tpm2.NamedHandle{Handle: idx, Name: pub.NVName}
+	if _, err := (tpm2.NVWrite{AuthHandle: owner, NVIndex: nvH, Data: tpm2.TPM2BMaxNVBuffer{Buffer: []byte("the same bytes on both TPMs")}, Offset: 5}).Execute(d); err != nil {
+		t.Fatal(err)
+	}
+	pub, _ = tpm2.NVReadPublic{NVIndex: idx}.Execute(d)
+	nvH.Name = pub.NVName
+	for _, tc := range []struct{ size, off uint16 }{{20, 3}, {48, 0}, {1, 47}, {0, 0}} {
+		cmd := rawCommand(ccNVCertify, []uint32{rhNull, rhOwner, uint32(idx)}, 2, nil,
+			b2b([]byte("qualifying data")), u16b(algNull), u16b(tc.size), u16b(tc.off))
+		a, b := d.sameRC("NV_Certify", cmd)
+		if rcOf(a) != rcSuccess {
+			t.Fatalf("NV_Certify(%d, %d): rc %#x", tc.size, tc.off, rcOf(a))
+		}
+		// TPMS_ATTEST: magic, type, qualifiedSigner, extraData,
+		// clockInfo (17 bytes), firmwareVersion (8), then attested.
+		var heads, bodies [2][]byte
+		for i, rsp := range [][]byte{a, b} {
+			raw := rsp2B(t, rsp, true)
+			r := newReader(raw)
+			r.u32()
+			r.u16()
+			r.b2b(maxNameSize)
+			r.b2b(maxDataSize)
+			r.bytes(17 + 8)
+			if !r.ok() {
+				t.Fatalf("short TPMS_ATTEST %x", raw)
+			}
+			body := r.rest()
+			heads[i] = raw[:6]
+			bodies[i] = body
+		}
+		if !bytes.Equal(heads[0], heads[1]) {
+			t.Errorf("NV_Certify(%d, %d): magic and type %x / %x", tc.size, tc.off, heads[0], heads[1])
+		}
+		if !bytes.Equal(bodies[0], bodies[1]) {
+			t.Errorf("NV_Certify(%d, %d): attested\nvtpm      %x\nreference %x", tc.size, tc.off, bodies[0], bodies[1])
+		}
+	}
+	tpm2.NVUndefineSpace{AuthHandle: owner, NVIndex: nvH}.Execute(d)
+}
