@@ -3,7 +3,9 @@ package measure
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"reflect"
+	"sync"
 	"testing"
 	"unsafe"
 
@@ -125,5 +127,41 @@ func TestCommonStringsFound(t *testing.T) {
 				t.Errorf("printableASCIIIn(%q) = %q, %v, not the shared string", b, got, ok)
 			}
 		}
+	}
+}
+
+// TestFactsConcurrent: Facts is safe for concurrent use: goroutines that
+// take the facts of the same verified logs at once (run with -race) get
+// equal facts, and equal to those of a single call.
+func TestFactsConcurrent(t *testing.T) {
+	var logs []*VerifiedLog
+	var want []*Facts
+	for _, c := range factsCorpus(t) {
+		v, err := c.log.Verify(c.quoted, VerifyOptions{})
+		if err != nil {
+			continue
+		}
+		f, err := v.Facts()
+		if err != nil {
+			t.Fatal(err)
+		}
+		logs, want = append(logs, v), append(want, f)
+	}
+	var wg sync.WaitGroup
+	errs := make(chan string, 4*len(logs))
+	for range 4 {
+		wg.Go(func() {
+			for i, v := range logs {
+				f, err := v.Facts()
+				if err != nil || !reflect.DeepEqual(f, want[i]) {
+					errs <- fmt.Sprintf("log %d: concurrent facts differ (%v)", i, err)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for e := range errs {
+		t.Error(e)
 	}
 }
