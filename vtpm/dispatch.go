@@ -23,6 +23,7 @@ const (
 	hkEntity                          // TPMI_DH_ENTITY
 	hkPolicySession                   // TPMI_SH_POLICY
 	hkLockout                         // TPMI_RH_LOCKOUT
+	hkPlatform                        // TPMI_RH_PLATFORM
 )
 
 // role is the authorization role a command requires for a handle (Part 1,
@@ -463,6 +464,8 @@ func validHandle(k handleKind, h uint32) bool {
 		return h>>24 == htPolicySession
 	case hkLockout:
 		return h == rhLockout
+	case hkPlatform:
+		return h == rhPlatform
 	}
 	return false
 }

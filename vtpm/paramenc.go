@@ -38,7 +38,7 @@ func paramEncryption(cc uint32) paramEnc {
 	switch cc {
 	case ccHierarchyChangeAuth, ccNVDefineSpace, 0x12C /* PCR_SetAuthPolicy */, 0x12E, /* SetPrimaryPolicy */
 		0x12F /* FieldUpgradeStart */, ccNVExtend, ccNVWrite, 0x13B /* NV_ChangeAuth */, ccPCREvent,
-		0x141 /* FieldUpgradeData */, ccStirRandom, 0x149 /* PolicyNV */, 0x15C /* SequenceUpdate */, ccSign,
+		0x141 /* FieldUpgradeData */, ccStirRandom, 0x149 /* PolicyNV */, 0x15B /* HMAC_Start */, 0x15C /* SequenceUpdate */, ccSign,
 		0x16A /* PolicyAuthorize */, 0x16D /* PolicyCounterTimer */, 0x16E /* PolicyCpHash */, 0x170, /* PolicyNameHash */
 		0x172 /* PolicyTicket */, ccVerifySignature, ccPolicyPCR, 0x183 /* PCR_SetAuthValue */, 0x185, /* EventSequenceComplete */
 		0x186 /* HashSequenceStart */, 0x188 /* PolicyDuplicationSelect */, 0x190 /* PolicyTemplate */, 0x195, /* AC_Send */
@@ -46,7 +46,7 @@ func paramEncryption(cc uint32) paramEnc {
 		return paramEnc{decrypt: true}
 	case ccCreatePrimary, 0x133 /* GetCommandAuditDigest */, 0x13E /* SequenceComplete */, 0x147, /* ActivateCredential */
 		ccCertify, 0x14A /* CertifyCreation */, 0x14B /* Duplicate */, 0x14C /* GetTime */, 0x14D, /* GetSessionAuditDigest */
-		ccObjectChangeAuth, ccPolicySecret, 0x152 /* Rewrap */, ccCreate, 0x154 /* ECDH_ZGen */, 0x156, /* Import */
+		ccObjectChangeAuth, ccPolicySecret, 0x152 /* Rewrap */, ccCreate, 0x154 /* ECDH_ZGen */, 0x155 /* HMAC */, 0x156, /* Import */
 		ccLoad, ccQuote, 0x159 /* RSA_Decrypt */, 0x160 /* PolicySigned */, ccLoadExternal, 0x168, /* MakeCredential */
 		0x174 /* RSA_Encrypt */, ccStartAuthSession, ccHash, 0x184 /* NV_Certify */, 0x18B /* Commit */, 0x18D, /* ZGen_2Phase */
 		0x191 /* CreateLoaded */, 0x193 /* EncryptDecrypt2 */, 0x197 /* CertifyX509 */ :

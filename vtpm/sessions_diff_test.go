@@ -552,3 +552,76 @@ func TestDifferentialSaltKeys(t *testing.T) {
 		t.Log(s)
 	}
 }
+
+// TestDifferentialParameterEncryptionTable sends every command both TPMs
+// implement with a session that asks to decrypt the first command
+// parameter, then one that asks to encrypt the first response parameter,
+// and checks that the vTPM refuses exactly where the reference does
+// (TPM_RC_ATTRIBUTES for session 1: no TPM2B first parameter). The session
+// checks come before anything else the command does, so valid handles are
+// enough.
+func TestDifferentialParameterEncryptionTable(t *testing.T) {
+	v := newTestTPM(t)
+	sim := simTPM{getSim(t)}
+	type setup struct{ srk, hA, hP, idx uint32 }
+	prepare := func(tp transport.TPM) setup {
+		var s setup
+		rsp, err := tpm2.CreatePrimary{PrimaryHandle: tpm2.AuthHandle{Handle: tpm2.TPMRHOwner, Auth: pwAuth(nil)}, InPublic: tpm2.New2B(tpm2.ECCSRKTemplate)}.Execute(tp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.srk = uint32(rsp.ObjectHandle)
+		s.hA = startRawSession(t, tp, seHMAC, algAES, 128, algSHA256, rhNull, nil).handle
+		s.hP = startRawSession(t, tp, sePolicy, algNull, 0, algSHA256, rhNull, nil).handle
+		s.idx = 0x01500080
+		sendOne(tp, rawCommand(ccNVDefineSpace, []uint32{rhOwner}, 1, nil, b2b(nil),
+			b2b(bytesOf(u32b(s.idx), u16b(algSHA256), u32b(nvOwnerWrite|nvOwnerRead|nvAuthRead|nvAuthWrite|nvNoDA), u16b(0), u16b(8)))))
+		return s
+	}
+	sv, ss := prepare(v), prepare(sim)
+	if sv != ss {
+		t.Fatalf("handles differ: vtpm %+v, reference %+v", sv, ss)
+	}
+	handleFor := func(k handleKind) uint32 {
+		switch k {
+		case hkObject, hkObjectNull, hkContext:
+			return sv.srk
+		case hkPCR:
+			return 16
+		case hkNVIndex:
+			return sv.idx
+		case hkPolicySession:
+			return sv.hP
+		case hkLockout, hkClear:
+			return rhLockout
+		}
+		return rhOwner
+	}
+	const refused = rcAttributes | rcS | rcN
+	n := 0
+	for cc := uint32(0x11F); cc <= 0x197; cc++ {
+		def := lookupCommand(cc)
+		if def == nil || noSessions(cc) {
+			continue
+		}
+		var hs []uint32
+		for _, k := range def.handles {
+			hs = append(hs, handleFor(k))
+		}
+		if cc == ccPCRAllocate {
+			hs[0] = rhPlatform // TPMI_RH_PLATFORM
+		}
+		for _, attr := range []uint8{saDecrypt, saEncrypt} {
+			cmd := sessCommand(cc, hs, [][]byte{sessEntry(sv.hA, make([]byte, 16), saContinueSession|attr, nil)}, make([]byte, 8))
+			a, b := sendOne(v, cmd), sendOne(sim, cmd)
+			if rcOf(b) == rcCommandCode {
+				continue // not implemented by the reference
+			}
+			n++
+			if (rcOf(a) == refused) != (rcOf(b) == refused) {
+				t.Errorf("command %#x, attribute %#x: vtpm rc %#x, reference rc %#x", cc, attr, rcOf(a), rcOf(b))
+			}
+		}
+	}
+	t.Logf("%d command/attribute pairs compared", n)
+}
