@@ -187,7 +187,7 @@ func goodLog(t testing.TB) []byte {
 }
 
 // testHost is a host: a vtpm booted with a log, and its agent in host-key
-// mode (the vtpm has no TPM2_ActivateCredential yet).
+// mode (TestIntegrationTPMMode covers TPM mode).
 type testHost struct {
 	tpm *vtpm.TPM
 	key crypto.Signer
@@ -626,15 +626,28 @@ func TestGracefulShutdown(t *testing.T) {
 }
 
 // TestIntegrationTPMMode runs the TPM-mode flow (EK registered, credential
-// activation) against hgs over HTTPS, with the reference TPM simulator as
-// the host's TPM: the vtpm has no TPM2_ActivateCredential yet.
+// activation through a PolicySecret session) against hgs over HTTPS, with
+// the reference TPM simulator and with a vtpm as the host's TPM.
 func TestIntegrationTPMMode(t *testing.T) {
-	sim, err := simulator.Get()
-	if err != nil {
-		t.Skipf("no TPM simulator: %v", err)
-	}
-	defer sim.Close()
-	tpm := transport.FromReadWriter(sim)
+	t.Run("reference", func(t *testing.T) {
+		sim, err := simulator.Get()
+		if err != nil {
+			t.Skipf("no TPM simulator: %v", err)
+		}
+		defer sim.Close()
+		integrationTPMMode(t, transport.FromReadWriter(sim))
+	})
+	t.Run("vtpm", func(t *testing.T) {
+		v, err := vtpm.New(vtpm.Config{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer v.Close()
+		integrationTPMMode(t, v)
+	})
+}
+
+func integrationTPMMode(t *testing.T, tpm transport.TPM) {
 	ctx := context.Background()
 	p := startHGS(t)
 	hostAPI, admin := p.api(false), p.api(true)
