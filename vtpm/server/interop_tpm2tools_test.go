@@ -251,6 +251,68 @@ func TestInteropTPM2Tools(t *testing.T) {
 		{name: "tpm2_changeauth_back", deps: []string{"tpm2_changeauth"}, args: []string{"tpm2_changeauth", "-c", "o",
 			"-p", "newpass"}},
 
+		// A secret sealed to PolicyAuthValue + PolicyCommandCode(Unseal):
+		// the policy session's HMAC carries the password.
+		{name: "tpm2_startauthsession_trial_av", args: []string{"tpm2_startauthsession", "-S", "trial_av.ctx"}},
+		{name: "tpm2_policyauthvalue_trial", deps: []string{"tpm2_startauthsession_trial_av"}, args: []string{
+			"tpm2_policyauthvalue", "-S", "trial_av.ctx"}},
+		{name: "tpm2_policycommandcode_trial", deps: []string{"tpm2_policyauthvalue_trial"}, args: []string{
+			"tpm2_policycommandcode", "-S", "trial_av.ctx", "-L", "av.policy", "TPM2_CC_Unseal"}},
+		{name: "tpm2_flushcontext_trial_av", deps: []string{"tpm2_startauthsession_trial_av"}, args: []string{
+			"tpm2_flushcontext", "trial_av.ctx"}},
+		{name: "tpm2_create_sealed_av", deps: []string{"tpm2_createprimary", "tpm2_policycommandcode_trial"}, args: []string{
+			"tpm2_create", "-C", "primary.ctx", "-L", "av.policy", "-p", "pw", "-i", "secret", "-u", "av.pub",
+			"-r", "av.priv", "-a", "fixedtpm|fixedparent"}},
+		{name: "tpm2_load_sealed_av", deps: []string{"tpm2_create_sealed_av"}, args: []string{"tpm2_load",
+			"-C", "primary.ctx", "-u", "av.pub", "-r", "av.priv", "-c", "av.ctx"}},
+		{name: "tpm2_startauthsession_av", deps: []string{"tpm2_load_sealed_av"}, args: []string{"tpm2_startauthsession",
+			"--policy-session", "-S", "av.session"}},
+		{name: "tpm2_policyauthvalue", deps: []string{"tpm2_startauthsession_av"}, args: []string{
+			"tpm2_policyauthvalue", "-S", "av.session"}},
+		{name: "tpm2_policycommandcode", deps: []string{"tpm2_policyauthvalue"}, args: []string{
+			"tpm2_policycommandcode", "-S", "av.session", "TPM2_CC_Unseal"}},
+		{name: "tpm2_unseal_wrong_password", deps: []string{"tpm2_policycommandcode"},
+			failRC: 0x98E, // TPM_RC_AUTH_FAIL on session 1
+			args:   []string{"tpm2_unseal", "-c", "av.ctx", "-p", "session:av.session+wrong", "-o", "av.out"}},
+		{name: "tpm2_unseal_policyauthvalue", deps: []string{"tpm2_unseal_wrong_password"}, args: []string{"tpm2_unseal",
+			"-c", "av.ctx", "-p", "session:av.session+pw", "-o", "av.out"}, check: fileIs("av.out", secret)},
+		{name: "tpm2_flushcontext_av", deps: []string{"tpm2_startauthsession_av"}, args: []string{"tpm2_flushcontext",
+			"av.session"}},
+
+		// A secret sealed to PolicyOR(PolicyPCR(16), PolicyPassword),
+		// unsealed through the PCR branch.
+		{name: "tpm2_startauthsession_trial_pcr", args: []string{"tpm2_startauthsession", "-S", "trial_pcr.ctx"}},
+		{name: "tpm2_policypcr_trial", deps: []string{"tpm2_startauthsession_trial_pcr"}, args: []string{
+			"tpm2_policypcr", "-S", "trial_pcr.ctx", "-l", "sha256:16", "-L", "or_pcr.policy"}},
+		{name: "tpm2_flushcontext_trial_pcr", deps: []string{"tpm2_startauthsession_trial_pcr"}, args: []string{
+			"tpm2_flushcontext", "trial_pcr.ctx"}},
+		{name: "tpm2_startauthsession_trial_pw", args: []string{"tpm2_startauthsession", "-S", "trial_pw.ctx"}},
+		{name: "tpm2_policypassword_trial", deps: []string{"tpm2_startauthsession_trial_pw"}, args: []string{
+			"tpm2_policypassword", "-S", "trial_pw.ctx", "-L", "or_pw.policy"}},
+		{name: "tpm2_flushcontext_trial_pw", deps: []string{"tpm2_startauthsession_trial_pw"}, args: []string{
+			"tpm2_flushcontext", "trial_pw.ctx"}},
+		{name: "tpm2_startauthsession_trial_or", args: []string{"tpm2_startauthsession", "-S", "trial_or.ctx"}},
+		{name: "tpm2_policyor_trial", deps: []string{"tpm2_startauthsession_trial_or", "tpm2_policypcr_trial",
+			"tpm2_policypassword_trial"}, args: []string{"tpm2_policyor", "-S", "trial_or.ctx", "-L", "or.policy",
+			"sha256:or_pcr.policy,or_pw.policy"}},
+		{name: "tpm2_flushcontext_trial_or", deps: []string{"tpm2_startauthsession_trial_or"}, args: []string{
+			"tpm2_flushcontext", "trial_or.ctx"}},
+		{name: "tpm2_create_sealed_or", deps: []string{"tpm2_createprimary", "tpm2_policyor_trial"}, args: []string{
+			"tpm2_create", "-C", "primary.ctx", "-L", "or.policy", "-i", "secret", "-u", "or.pub", "-r", "or.priv",
+			"-a", "fixedtpm|fixedparent"}},
+		{name: "tpm2_load_sealed_or", deps: []string{"tpm2_create_sealed_or"}, args: []string{"tpm2_load",
+			"-C", "primary.ctx", "-u", "or.pub", "-r", "or.priv", "-c", "or.ctx"}},
+		{name: "tpm2_startauthsession_or", deps: []string{"tpm2_load_sealed_or"}, args: []string{"tpm2_startauthsession",
+			"--policy-session", "-S", "or.session"}},
+		{name: "tpm2_policypcr", deps: []string{"tpm2_startauthsession_or"}, args: []string{"tpm2_policypcr",
+			"-S", "or.session", "-l", "sha256:16"}},
+		{name: "tpm2_policyor", deps: []string{"tpm2_policypcr"}, args: []string{"tpm2_policyor", "-S", "or.session",
+			"sha256:or_pcr.policy,or_pw.policy"}},
+		{name: "tpm2_unseal_policyor", deps: []string{"tpm2_policyor"}, args: []string{"tpm2_unseal", "-c", "or.ctx",
+			"-p", "session:or.session", "-o", "or.out"}, check: fileIs("or.out", secret)},
+		{name: "tpm2_flushcontext_or", deps: []string{"tpm2_startauthsession_or"}, args: []string{"tpm2_flushcontext",
+			"or.session"}},
+
 		{name: "tpm2_shutdown", args: []string{"tpm2_shutdown", "-c"}},
 	}
 
