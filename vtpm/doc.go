@@ -34,8 +34,11 @@
 // Rewrap), NV (DefineSpace, UndefineSpace, Write, Read, ReadPublic,
 // Increment, Extend, SetBits, ChangeAuth, Certify, ReadLock, WriteLock,
 // GlobalWriteLock), hierarchies (HierarchyChangeAuth, HierarchyControl,
-// Clear), Hash, TestParms, and dictionary-attack protection
-// (DictionaryAttackLockReset, DictionaryAttackParameters).
+// Clear), symmetric keys (EncryptDecrypt, EncryptDecrypt2, HMAC), hash and
+// HMAC sequences (Hash, HashSequenceStart, HMAC_Start, SequenceUpdate,
+// SequenceComplete, EventSequenceComplete), TestParms, and
+// dictionary-attack protection (DictionaryAttackLockReset,
+// DictionaryAttackParameters).
 //
 // Authorization (Part 1, section 19): password sessions; HMAC sessions,
 // unsalted or salted with an RSA (OAEP) or ECC (ECDH, KDFe)
@@ -45,6 +48,7 @@
 // PolicyTicket, PolicyAuthValue, PolicyPassword, PolicyCommandCode,
 // PolicyOR, PolicyAuthorize, PolicyNV, PolicyAuthorizeNV, PolicyCpHash,
 // PolicyNameHash, PolicyLocality, PolicyCounterTimer, PolicyNvWritten,
+// PolicyDuplicationSelect, PolicyTemplate, PolicyPhysicalPresence,
 // PolicyRestart, PolicyGetDigest), and trial sessions that compute policy
 // digests. Parameter encryption of the first command and response
 // parameter with AES-CFB (128 or 256 bits) or XOR, by authorization
@@ -54,7 +58,9 @@
 // and loaded with ContextSave and ContextLoad; a context loads once.
 // Audit sessions are not implemented: a session with the audit attribute
 // is refused with TPM_RC_ATTRIBUTES. Sixteen sessions may be loaded at a
-// time (the reference implementation holds three).
+// time (the reference implementation holds three). Sessions are volatile:
+// a power cycle loses them, and they are not part of the sealed state, so
+// a migrated TPM starts without sessions.
 //
 // The mssim and swtpm transports, which tpm2-tools and QEMU use, are in
 // package vtpm/server.
