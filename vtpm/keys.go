@@ -106,11 +106,10 @@ func (t *TPM) writeCreation(w *writer, o *object, cp *creationParams, parentName
 	w.b2b(ch)
 	w.u16(stCreation)
 	w.u32(o.Hierarchy)
-	if o.Hierarchy == rhNull {
-		w.u16(0)
-	} else {
-		w.b2b(t.ticket(o.Hierarchy, alg, stCreation, o.name, ch))
-	}
+	// Objects of the null hierarchy get a real ticket too, keyed with the
+	// null proof (as the reference TPM does), so that CertifyCreation
+	// accepts it until the next TPM Reset.
+	w.b2b(t.ticket(o.Hierarchy, alg, stCreation, o.name, ch))
 }
 
 // cmdCreatePrimary is TPM2_CreatePrimary (Part 3, section 24.1). Key
@@ -124,6 +123,9 @@ func (t *TPM) cmdCreatePrimary(c *call) uint32 {
 	h := t.allocTransient()
 	if h == 0 {
 		return rcObjectMemory
+	}
+	if rc := checkFixedAttrs(cp.pub.Attrs, nil); rc != rcSuccess {
+		return rc
 	}
 	hier := c.h[0]
 	tmplName := nameOf(cp.pub.NameAlg, cp.pub.bytes())
@@ -162,8 +164,8 @@ func (t *TPM) cmdCreate(c *call) uint32 {
 	if rc != rcSuccess {
 		return rc
 	}
-	if cp.pub.Attrs&oaFixedTPM != 0 && parent.attrs()&oaFixedTPM == 0 {
-		return qualify(rcAttributes, rcP|2*rcN)
+	if rc := checkFixedAttrs(cp.pub.Attrs, parent); rc != rcSuccess {
+		return rc
 	}
 	o, rc := t.newObject(cp.pub, &cp.sc, nil)
 	if rc != rcSuccess {

@@ -87,8 +87,8 @@ func (t *TPM) cmdCreateLoaded(c *call) uint32 {
 		}
 		return qualify(rc, rcP|2*rcN)
 	}
-	if parent != nil && pub.Attrs&oaFixedTPM != 0 && parent.attrs()&oaFixedTPM == 0 {
-		return qualify(rcAttributes, rcP|2*rcN)
+	if rc := checkFixedAttrs(pub.Attrs, parent); rc != rcSuccess {
+		return rc
 	}
 	h := t.allocTransient()
 	if h == 0 {

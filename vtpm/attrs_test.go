@@ -1,0 +1,75 @@
+package vtpm
+
+import (
+	"errors"
+	"testing"
+
+	"github.com/google/go-tpm/tpm2"
+	"github.com/google/go-tpm/tpm2/transport"
+)
+
+// TestMigratableChildOfFixedParentRefused: under a fixedTPM parent (or as
+// a primary) an object's fixedParent must equal its fixedTPM (Part 1,
+// section 27.2): a key that claims fixedParent but not fixedTPM could be
+// duplicated with its parent while its attributes say it never moves.
+// The vtpm and the reference TPM refuse it alike, at Create and
+// CreatePrimary.
+func TestMigratableChildOfFixedParentRefused(t *testing.T) {
+	tmpl := tpm2.TPMTPublic{
+		Type: tpm2.TPMAlgECC, NameAlg: tpm2.TPMAlgSHA256,
+		ObjectAttributes: tpm2.TPMAObject{FixedParent: true, SensitiveDataOrigin: true, UserWithAuth: true, SignEncrypt: true},
+		Parameters: tpm2.NewTPMUPublicParms(tpm2.TPMAlgECC, &tpm2.TPMSECCParms{
+			Scheme:  tpm2.TPMTECCScheme{Scheme: tpm2.TPMAlgECDSA, Details: tpm2.NewTPMUAsymScheme(tpm2.TPMAlgECDSA, &tpm2.TPMSSigSchemeECDSA{HashAlg: tpm2.TPMAlgSHA256})},
+			CurveID: tpm2.TPMECCNistP256,
+		}),
+	}
+	run := func(t *testing.T, tp transport.TPM) (create, primary error) {
+		owner := tpm2.AuthHandle{Handle: tpm2.TPMRHOwner, Auth: tpm2.PasswordAuth(nil)}
+		srk, err := tpm2.CreatePrimary{PrimaryHandle: owner, InPublic: tpm2.New2B(tpm2.ECCSRKTemplate)}.Execute(tp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		parent := tpm2.AuthHandle{Handle: srk.ObjectHandle, Name: srk.Name, Auth: tpm2.PasswordAuth(nil)}
+		_, create = tpm2.Create{ParentHandle: parent, InPublic: tpm2.New2B(tmpl)}.Execute(tp)
+		_, primary = tpm2.CreatePrimary{PrimaryHandle: owner, InPublic: tpm2.New2B(tmpl)}.Execute(tp)
+		return create, primary
+	}
+	vc, vp := run(t, newTestTPM(t))
+	rc, rp := run(t, simTPM{getSim(t)})
+	for _, x := range []struct {
+		name     string
+		got, ref error
+	}{{"Create", vc, rc}, {"CreatePrimary", vp, rp}} {
+		if x.ref == nil || !errors.Is(x.ref, tpm2.TPMRCAttributes) {
+			t.Fatalf("%s: the reference says %v, want TPM_RC_ATTRIBUTES", x.name, x.ref)
+		}
+		if x.got == nil || x.got.Error() != x.ref.Error() {
+			t.Errorf("%s: vtpm %v, reference %v", x.name, x.got, x.ref)
+		}
+	}
+}
+
+// TestNullHierarchyCreationTicketCertifies: a primary object of the null
+// hierarchy gets a creation ticket that CertifyCreation accepts, on the
+// vtpm as on the reference TPM.
+func TestNullHierarchyCreationTicketCertifies(t *testing.T) {
+	for name, tp := range map[string]transport.TPM{"vtpm": newTestTPM(t), "reference": simTPM{getSim(t)}} {
+		p, err := tpm2.CreatePrimary{PrimaryHandle: tpm2.AuthHandle{Handle: tpm2.TPMRHNull, Auth: tpm2.PasswordAuth(nil)}, InPublic: tpm2.New2B(tpm2.ECCSRKTemplate)}.Execute(tp)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if len(p.CreationTicket.Digest.Buffer) == 0 {
+			t.Errorf("%s: empty creation ticket", name)
+		}
+		_, err = tpm2.CertifyCreation{
+			SignHandle:     tpm2.AuthHandle{Handle: tpm2.TPMRHNull, Auth: tpm2.PasswordAuth(nil)},
+			ObjectHandle:   tpm2.NamedHandle{Handle: p.ObjectHandle, Name: p.Name},
+			CreationHash:   p.CreationHash,
+			InScheme:       tpm2.TPMTSigScheme{Scheme: tpm2.TPMAlgNull},
+			CreationTicket: p.CreationTicket,
+		}.Execute(tp)
+		if err != nil {
+			t.Errorf("%s: CertifyCreation: %v", name, err)
+		}
+	}
+}
