@@ -237,7 +237,15 @@ func (a *decodeArena) text(v string, utf16 bool) *Text {
 // decodeEventTree is decodeEvent; with tree false, a SIPA tree is checked
 // but not built (facts walk it in place).
 func decodeEventTree(ev *Event, kind RegisterKind, alg HashAlg, tree bool, a *decodeArena) DecodedEvent {
-	out := DecodedEvent{Event: ev, Alg: alg}
+	out := decodeEventData(ev, kind, alg, tree, a)
+	out.Event = ev
+	return out
+}
+
+// decodeEventData is decodeEventTree without the event in the result, so
+// that the caller's event need not outlive the call.
+func decodeEventData(ev *Event, kind RegisterKind, alg HashAlg, tree bool, a *decodeArena) DecodedEvent {
+	out := DecodedEvent{Alg: alg}
 	d := ev.Data
 	var err error
 	// rule: how the digest relates to the data.

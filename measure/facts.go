@@ -298,10 +298,13 @@ func (v *VerifiedLog) facts(slow bool) (*Facts, error) {
 	if slow {
 		x.events = v.Events()
 	}
+	// ev is where each event is built in turn; it stays on the stack, so
+	// that building it takes no write barrier while the GC runs.
+	var ev Event
 	if n := x.numEvents(); n > 0 {
-		x.alg = strongestAlg(x.eventAt(n-1).digests, allowed)
+		x.alg = strongestAlg(x.eventAt(n-1, &ev).digests, allowed)
 		if x.alg == 0 {
-			x.alg = strongestAlg(x.eventAt(0).digests, allowed)
+			x.alg = strongestAlg(x.eventAt(0, &ev).digests, allowed)
 		}
 	}
 	x.f.Alg = x.alg.String()
@@ -324,7 +327,7 @@ func (v *VerifiedLog) facts(slow bool) (*Facts, error) {
 	}
 	x.presize()
 	for i := range x.numEvents() {
-		x.event(x.eventAt(i))
+		x.event(x.eventAt(i, &ev))
 	}
 	x.finish()
 	return x.f, nil
@@ -339,10 +342,10 @@ func (x *extractor) numEvents() int {
 }
 
 // eventAt returns the k-th verified event. Without an events slice, it
-// builds the event from the log's record into x.cur, which the next call
-// overwrites: nothing may keep the pointer, or the event's digests slice,
-// across events.
-func (x *extractor) eventAt(k int) *Event {
+// builds the event from the log's record into ev, with its digests in
+// x.digs, which the next call overwrites: nothing may keep the pointer, or
+// the event's digests slice, across events.
+func (x *extractor) eventAt(k int, ev *Event) *Event {
 	if x.events != nil {
 		return &x.events[k]
 	}
@@ -358,9 +361,9 @@ func (x *extractor) eventAt(k int) *Event {
 		d := l.digs[int(r.digStart)+j]
 		x.digs[j] = Digest{Alg: d.alg, Value: l.digestValue(d)}
 	}
-	x.cur = Event{Index: int(i), Offset: int(r.offset), Register: r.register, Type: r.typ,
+	*ev = Event{Index: int(i), Offset: int(r.offset), Register: r.register, Type: r.typ,
 		Data: l.data[r.dataOff:end:end], digests: x.digs[:n:n]}
-	return &x.cur
+	return ev
 }
 
 // eventIndex returns the log index of the k-th verified event.
@@ -397,11 +400,10 @@ type extractor struct {
 	arena2        decodeArena
 	win           *windowsExtractor
 	// The verified events: events when the caller built them, else the
-	// log's records at idx, built one at a time into cur and digs.
+	// log's records at idx, built one at a time with their digests in digs.
 	events []Event
 	log    *Log
 	idx    []uint32
-	cur    Event
 	digs   [MaxBanks]Digest
 	// modules bounds the number of Windows loaded-module aggregations.
 	modules int
@@ -553,7 +555,7 @@ func (x *extractor) event(ev *Event) {
 	if x.slow {
 		a = nil
 	}
-	d := decodeEventTree(ev, x.kind, x.alg, false, a)
+	d := decodeEventData(ev, x.kind, x.alg, false, a)
 	if d.Binding == BindingMismatched {
 		msg := ""
 		if d.Err != nil {
