@@ -12,8 +12,8 @@ import "encoding/binary"
 //   - TPM Reset and TPM Restart (Startup(CLEAR)) clear READLOCKED;
 //   - they clear WRITELOCKED unless the index has TPMA_NV_WRITEDEFINE and
 //     has been written, which locks it until it is undefined;
-//   - they make an index with TPMA_NV_CLEAR_STCLEAR unwritten (counters
-//     excepted);
+//   - they make an index with TPMA_NV_CLEAR_STCLEAR unwritten, and TPM
+//     Reset one with TPMA_NV_ORDERLY (counters excepted);
 //   - TPM Resume (Startup(STATE)) keeps everything.
 
 const ccNVChangeAuth = 0x13B
@@ -135,10 +135,10 @@ func (t *TPM) cmdNVChangeAuth(c *call) uint32 {
 
 // nvStartup applies a TPM Reset or TPM Restart to the NV indices (see the
 // comment at the top of this file). It is not called for TPM Resume.
-func (t *TPM) nvStartup() {
+func (t *TPM) nvStartup(kind int) {
 	for _, nv := range t.s.NV {
 		a := nv.Attrs &^ nvReadLocked
-		if nv.typ() != ntCounter && a&nvClearSTClear != 0 {
+		if nv.typ() != ntCounter && (a&nvClearSTClear != 0 || a&nvOrderly != 0 && kind == startReset) {
 			a &^= nvWritten
 		}
 		if a&nvWritten == 0 || a&nvWriteDefine == 0 {

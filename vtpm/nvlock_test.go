@@ -253,6 +253,7 @@ func TestDifferentialNVLocks(t *testing.T) {
 		bits    = 0x01500006
 		clrSt   = 0x01500007
 		plain   = 0x01500008
+		orderly = 0x0150000A
 	)
 	cmds := [][]byte{
 		defineNV(stclear, nil, admNVBase|nvWriteSTClear, 8),
@@ -265,6 +266,9 @@ func TestDifferentialNVLocks(t *testing.T) {
 		defineNV(plain, []byte("pw"), admNVBase, 8),
 		// Bits index with an ordinary size, and writes of each kind.
 		defineNV(0x01500009, nil, admNVBase|admNVBits, 4),
+		defineNV(orderly, nil, admNVBase|nvOrderly, 8),
+		nvWriteCmd(rhOwner, orderly, nil, []byte("orderly!"), 0),
+		nvReadCmd(rhOwner, orderly, nil, 8, 0),
 		nvWriteCmd(rhOwner, stclear, nil, []byte("stclear!"), 0),
 		nvWriteCmd(rhOwner, define, nil, []byte("define!!"), 0),
 		nvWriteCmd(rhOwner, readClr, nil, []byte("readclr!"), 0),
@@ -316,6 +320,8 @@ func TestDifferentialNVLocks(t *testing.T) {
 		nvReadCmd(rhOwner, bits, nil, 8, 0),
 		nvReadCmd(rhOwner, readClr, nil, 8, 0),
 		nvReadCmd(rhOwner, clrSt, nil, 8, 0),
+		nvReadCmd(rhOwner, orderly, nil, 8, 0),
+		rawCommand(ccNVReadPublic, []uint32{orderly}, 0, nil),
 	}
 	for _, cmd := range after {
 		sameResponse(t, d, cmd)

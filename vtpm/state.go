@@ -227,7 +227,7 @@ func (t *TPM) adminStartup(kind int, orderly bool) {
 		s.Hier = hierState{}
 		clear(s.PlatformAuth)
 		s.PlatformAuth = nil
-		t.nvStartup()
+		t.nvStartup(kind)
 		if s.PCRAllocPending {
 			s.PCRUnallocated = s.PCRAllocNext
 			s.PCRAllocPending = false
