@@ -4,6 +4,7 @@ import (
 	"crypto/ecdh"
 	"crypto/rand"
 	"crypto/rsa"
+	"errors"
 	"math/big"
 
 	"github.com/google/go-tpm/tpm2"
@@ -372,8 +373,7 @@ func (t *TPM) cmdRSADecrypt(c *call) uint32 {
 	case algRSAES:
 		msg, err = rsa.DecryptPKCS1v15(nil, priv, ct)
 	case algNull:
-		m := new(big.Int).Exp(new(big.Int).SetBytes(ct), priv.D, priv.N)
-		msg = m.FillBytes(make([]byte, priv.Size()))
+		msg, err = rawRSADecrypt(priv, ct)
 	}
 	if err != nil {
 		return rcValue
@@ -509,4 +509,68 @@ func writeRawPoint(w *writer, pt []byte) {
 	n := (len(pt) - 1) / 2
 	w.b2b(pt[1 : 1+n])
 	w.b2b(pt[1+n:])
+}
+
+// rawRSADecrypt is the RSA private operation without padding (TPM2_RSA_
+// Decrypt with the null scheme), ct^d mod n. crypto/rsa does not export
+// its constant-time private operation without padding, and math/big's
+// exponentiation is not constant time, so the operation is blinded
+// against a guest that times it: the base with a random r (ct·r^e, which
+// the result divides by r), and each CRT exponent with a random multiple
+// of p-1 or q-1, so that neither the input nor the exponent bits the
+// arithmetic sees repeat between calls. The result is checked by
+// re-encryption, so that a fault never releases a wrong value derived
+// from the key.
+func rawRSADecrypt(priv *rsa.PrivateKey, ct []byte) ([]byte, error) {
+	if len(priv.Primes) != 2 {
+		return nil, errors.New("vtpm: RSA key without its two primes")
+	}
+	n, p, q := priv.N, priv.Primes[0], priv.Primes[1]
+	e := big.NewInt(int64(priv.E))
+	c := new(big.Int).SetBytes(ct)
+	var r, rInv *big.Int
+	for {
+		var err error
+		if r, err = rand.Int(rand.Reader, n); err != nil {
+			return nil, err
+		}
+		if r.Sign() > 0 {
+			if rInv = new(big.Int).ModInverse(r, n); rInv != nil {
+				break
+			}
+		}
+	}
+	blinded := new(big.Int).Exp(r, e, n)
+	blinded.Mul(blinded, c).Mod(blinded, n)
+	expBlind := func(d, prime *big.Int) (*big.Int, error) {
+		k, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 64))
+		if err != nil {
+			return nil, err
+		}
+		pm1 := new(big.Int).Sub(prime, big.NewInt(1))
+		x := new(big.Int).Mul(k, pm1)
+		x.Add(x, new(big.Int).Mod(d, pm1))
+		return new(big.Int).Exp(new(big.Int).Mod(blinded, prime), x, prime), nil
+	}
+	m1, err := expBlind(priv.D, p)
+	if err != nil {
+		return nil, err
+	}
+	m2, err := expBlind(priv.D, q)
+	if err != nil {
+		return nil, err
+	}
+	// m = m2 + q·((m1 - m2)·q⁻¹ mod p)
+	qInv := new(big.Int).ModInverse(q, p)
+	if qInv == nil {
+		return nil, errors.New("vtpm: RSA primes are not coprime")
+	}
+	h := new(big.Int).Sub(m1, m2)
+	h.Mul(h, qInv).Mod(h, p)
+	m := h.Mul(h, q).Add(h, m2)
+	m.Mul(m, rInv).Mod(m, n)
+	if new(big.Int).Exp(m, e, n).Cmp(c) != 0 {
+		return nil, errors.New("vtpm: RSA private operation failed its check")
+	}
+	return m.FillBytes(make([]byte, priv.Size())), nil
 }
