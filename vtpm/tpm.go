@@ -1,6 +1,7 @@
 package vtpm
 
 import (
+	"bytes"
 	"crypto"
 	"crypto/rand"
 	"crypto/x509"
@@ -112,14 +113,18 @@ func newTPM(s *state, now func() time.Time) *TPM {
 //
 // Send never returns a Go error for a malformed command: TPM errors are
 // returned in the response bytes, as a real TPM does. The returned error is
-// not nil only after Close. A response never exceeds 4096 bytes.
+// not nil only after Close. A response never exceeds 4096 bytes. Send does
+// not keep cmd: the caller may reuse it at once.
 func (t *TPM) Send(cmd []byte) ([]byte, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.closed {
 		return nil, ErrClosed
 	}
-	return t.execute(cmd), nil
+	// The engine keeps slices of the command (an object's authPolicy, an
+	// NV index's data): it gets its own copy, so that a caller reusing its
+	// buffer for the next command cannot rewrite what the TPM stored.
+	return t.execute(bytes.Clone(cmd)), nil
 }
 
 // PowerCycle simulates the loss of power and _TPM_Init: transient objects
