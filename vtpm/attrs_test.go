@@ -73,3 +73,41 @@ func TestNullHierarchyCreationTicketCertifies(t *testing.T) {
 		}
 	}
 }
+
+// TestSymmetricKeyAttributesMatchReference: the attribute combinations of
+// a symmetric key template (tpm2-tools' default AES key sets sign and
+// decrypt) get the reference TPM's answer.
+func TestSymmetricKeyAttributesMatchReference(t *testing.T) {
+	run := func(t *testing.T, tp transport.TPM) []error {
+		srk, err := tpm2.CreatePrimary{PrimaryHandle: tpm2.AuthHandle{Handle: tpm2.TPMRHOwner, Auth: tpm2.PasswordAuth(nil)}, InPublic: tpm2.New2B(tpm2.ECCSRKTemplate)}.Execute(tp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		parent := tpm2.AuthHandle{Handle: srk.ObjectHandle, Name: srk.Name, Auth: tpm2.PasswordAuth(nil)}
+		var errs []error
+		for _, a := range []struct{ sign, decrypt, restricted bool }{
+			{true, true, false}, {false, true, false}, {true, false, false}, {false, false, false},
+			{false, true, true}, {true, true, true}, {true, false, true},
+		} {
+			mode := tpm2.TPMAlgCFB
+			tmpl := tpm2.TPMTPublic{
+				Type: tpm2.TPMAlgSymCipher, NameAlg: tpm2.TPMAlgSHA256,
+				ObjectAttributes: tpm2.TPMAObject{FixedTPM: true, FixedParent: true, SensitiveDataOrigin: true, UserWithAuth: true,
+					SignEncrypt: a.sign, Decrypt: a.decrypt, Restricted: a.restricted},
+				Parameters: tpm2.NewTPMUPublicParms(tpm2.TPMAlgSymCipher, &tpm2.TPMSSymCipherParms{Sym: tpm2.TPMTSymDefObject{
+					Algorithm: tpm2.TPMAlgAES, KeyBits: tpm2.NewTPMUSymKeyBits(tpm2.TPMAlgAES, tpm2.TPMKeyBits(128)),
+					Mode: tpm2.NewTPMUSymMode(tpm2.TPMAlgAES, mode)}}),
+			}
+			_, err := tpm2.Create{ParentHandle: parent, InPublic: tpm2.New2B(tmpl)}.Execute(tp)
+			errs = append(errs, err)
+		}
+		return errs
+	}
+	ours := run(t, newTestTPM(t))
+	ref := run(t, simTPM{getSim(t)})
+	for i := range ours {
+		if (ours[i] == nil) != (ref[i] == nil) || ours[i] != nil && ours[i].Error() != ref[i].Error() {
+			t.Errorf("case %d: vtpm %v, reference %v", i, ours[i], ref[i])
+		}
+	}
+}

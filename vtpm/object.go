@@ -237,7 +237,10 @@ func checkTemplate(p *publicArea, sc *sensitiveCreate) uint32 {
 		if len(sc.Data) != 0 && a&oaSensitiveDataOrigin != 0 {
 			return rcAttributes
 		}
-		if sign || restricted && !decrypt {
+		// As the reference TPM: a symmetric key must sign (its mode is
+		// then a MAC, in later revisions), decrypt, or both; tpm2-tools'
+		// default AES key sets both.
+		if !sign && !decrypt {
 			return rcAttributes
 		}
 		if p.SymMode == algNull && !restricted {
