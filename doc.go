@@ -50,14 +50,20 @@
 //   - attest: evidence, the host-side attester, the verifier, health tokens.
 //   - keyprotector: guardians, key protectors, release of a VM's transport key
 //     to an attested host only.
-//   - vtpm: a TPM 2.0 in pure Go, many per process, state sealed under a key.
+//   - vtpm: a TPM 2.0 in pure Go, many per process, state sealed under a key;
+//     vtpm/server serves it to tpm2-tools (mssim) and QEMU (swtpm socket).
 //
 // Arrows point one way: measure ← policy ← attest; keyprotector and vtpm stand
 // alone; only the programs under examples/ compose everything.
 //
 // # Where to start
 //
-// Run the command-line tool on a real boot log:
+// Run the whole flow in one process (a guardian service, a VM owner, a host
+// whose vtpm replays a real boot, and every attack of the threat table):
+//
+//	go run ./examples/demo
+//
+// Or the command-line tool on a real boot log:
 //
 //	go run ./examples/shieldctl log replay measure/testdata/eventlogs/ubuntu-2104-no-secure-boot.bin
 package shieldvm
