@@ -290,8 +290,11 @@ func (t *TPM) handles(ht uint32) []uint32 {
 	case htPermanent:
 		hs = []uint32{rhOwner, rhNull, rsPW, rhLockout, rhEndorsement, rhPlatform, rhPlatformNV}
 	case htHMACSession, htPolicySession:
-		for h := range t.sessions {
-			if h>>24 == ht {
+		// 0x02 is TPM_HT_LOADED_SESSION and 0x03 TPM_HT_SAVED_SESSION
+		// here (Part 2, section 7.2): the loaded sessions, or the saved
+		// ones, each with its own handle.
+		for h, sess := range t.sessions {
+			if sess.saved == (ht == htPolicySession) {
 				hs = append(hs, h)
 			}
 		}
@@ -303,6 +306,20 @@ func (t *TPM) handles(ht uint32) []uint32 {
 // properties returns the TPM properties (TPM_PT), sorted by tag.
 func (t *TPM) properties() [][2]uint32 {
 	s := t.s
+	loadedSessions := 0
+	for _, sess := range t.sessions {
+		if !sess.saved {
+			loadedSessions++
+		}
+	}
+	// TPM_PT_STARTUP_CLEAR (TPMA_STARTUP_CLEAR): phEnable, shEnable,
+	// ehEnable, phEnableNV.
+	var startupClear uint32
+	for i, on := range []bool{!s.Hier.PlatformDisabled, !s.Hier.OwnerDisabled, !s.Hier.EndorsementDisabled, !s.Hier.PlatformNVDisabled} {
+		if on {
+			startupClear |= 1 << i
+		}
+	}
 	ncmd := 0
 	for _, d := range commands {
 		if d != nil {
@@ -366,10 +383,10 @@ func (t *TPM) properties() [][2]uint32 {
 		{0x11F, maxResponseSize},
 		{0x120, maxDigestSize},
 		{0x121, maxContextSize},
-		{0x122, 0},     // TPM_PT_MAX_SESSION_CONTEXT: sessions are not saved yet
-		{0x123, 1},     // TPM_PT_PS_FAMILY_INDICATOR: PC Client
-		{0x124, 0},     // TPM_PT_PS_LEVEL
-		{0x125, 0x105}, // TPM_PT_PS_REVISION 1.05
+		{0x122, maxContextSize}, // TPM_PT_MAX_SESSION_CONTEXT
+		{0x123, 1},              // TPM_PT_PS_FAMILY_INDICATOR: PC Client
+		{0x124, 0},              // TPM_PT_PS_LEVEL
+		{0x125, 0x105},          // TPM_PT_PS_REVISION 1.05
 		{0x126, 0},
 		{0x127, 0},
 		{0x128, 0}, // TPM_PT_SPLIT_MAX
@@ -380,11 +397,11 @@ func (t *TPM) properties() [][2]uint32 {
 		{0x12D, 0}, // TPM_PT_MODES
 		{0x12E, maxCapBuffer},
 		{0x200, perm},
-		{0x201, 0x0000000F}, // phEnable, shEnable, ehEnable, phEnableNV
+		{0x201, startupClear},
 		{0x202, uint32(len(s.NV))},
-		{0x203, uint32(len(t.sessions))},
-		{0x204, uint32(maxSessions - len(t.sessions))},
-		{0x205, 0},
+		{0x203, uint32(loadedSessions)},
+		{0x204, uint32(maxSessions - loadedSessions)},
+		{0x205, uint32(len(t.sessions))}, // active: loaded and saved
 		{0x206, uint32(maxSessions - len(t.sessions))},
 		{0x207, uint32(maxLoadedObjects - len(s.Transient))},
 		{0x208, uint32(len(s.Persistent))},
