@@ -111,3 +111,53 @@ func TestSymmetricKeyAttributesMatchReference(t *testing.T) {
 		}
 	}
 }
+
+// TestDuplicatePasswordDoesNotCountTowardsLockout: TPM2_Duplicate's DUP
+// role takes only policy sessions, so a password is refused with
+// TPM_RC_AUTH_TYPE before it is compared: a wrong one must not count
+// towards dictionary-attack lockout (as on the reference TPM).
+func TestDuplicatePasswordDoesNotCountTowardsLockout(t *testing.T) {
+	run := func(t *testing.T, tp transport.TPM) (error, uint32) {
+		srk, err := tpm2.CreatePrimary{PrimaryHandle: tpm2.AuthHandle{Handle: tpm2.TPMRHOwner, Auth: tpm2.PasswordAuth(nil)}, InPublic: tpm2.New2B(tpm2.ECCSRKTemplate)}.Execute(tp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		parent := tpm2.AuthHandle{Handle: srk.ObjectHandle, Name: srk.Name, Auth: tpm2.PasswordAuth(nil)}
+		tmpl := tpm2.TPMTPublic{Type: tpm2.TPMAlgKeyedHash, NameAlg: tpm2.TPMAlgSHA256,
+			ObjectAttributes: tpm2.TPMAObject{UserWithAuth: true},
+			AuthPolicy:       tpm2.TPM2BDigest{Buffer: make([]byte, 32)}}
+		obj, err := tpm2.Create{ParentHandle: parent, InPublic: tpm2.New2B(tmpl),
+			InSensitive: tpm2.TPM2BSensitiveCreate{Sensitive: &tpm2.TPMSSensitiveCreate{
+				UserAuth: tpm2.TPM2BAuth{Buffer: []byte("right")},
+				Data:     tpm2.NewTPMUSensitiveCreate(&tpm2.TPM2BSensitiveData{Buffer: []byte("secret")})}}}.Execute(tp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ld, err := tpm2.Load{ParentHandle: parent, InPrivate: obj.OutPrivate, InPublic: obj.OutPublic}.Execute(tp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, dupErr := tpm2.Duplicate{
+			ObjectHandle:    tpm2.AuthHandle{Handle: ld.ObjectHandle, Name: ld.Name, Auth: tpm2.PasswordAuth([]byte("wrong"))},
+			NewParentHandle: tpm2.NamedHandle{Handle: tpm2.TPMRHNull, Name: tpm2.HandleName(tpm2.TPMRHNull)},
+			Symmetric:       tpm2.TPMTSymDef{Algorithm: tpm2.TPMAlgNull},
+		}.Execute(tp)
+		rsp, err := tpm2.GetCapability{Capability: tpm2.TPMCapTPMProperties, Property: 0x20E, PropertyCount: 1}.Execute(tp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		props, _ := rsp.CapabilityData.Data.TPMProperties()
+		return dupErr, props.TPMProperty[0].Value
+	}
+	vErr, vCount := run(t, newTestTPM(t))
+	rErr, rCount := run(t, simTPM{getSim(t)})
+	if rErr == nil || vErr == nil || vErr.Error() != rErr.Error() {
+		t.Errorf("Duplicate with a password: vtpm %v, reference %v", vErr, rErr)
+	}
+	if !errors.Is(vErr, tpm2.TPMRCAuthType) {
+		t.Errorf("vtpm: %v, want TPM_RC_AUTH_TYPE", vErr)
+	}
+	if vCount != 0 || rCount != 0 {
+		t.Errorf("lockout counter: vtpm %d, reference %d; want 0", vCount, rCount)
+	}
+}

@@ -18,7 +18,7 @@ import (
 
 func init() {
 	register(&cmdDef{cc: ccDuplicate, handles: []handleKind{hkObject, hkObjectNull}, auth: 1,
-		roles: []role{roleAdmin}, fn: (*TPM).cmdDuplicate})
+		roles: []role{roleDup}, fn: (*TPM).cmdDuplicate})
 	register(&cmdDef{cc: ccRewrap, handles: []handleKind{hkObjectNull, hkObjectNull}, auth: 1, fn: (*TPM).cmdRewrap})
 	register(&cmdDef{cc: ccImport, handles: []handleKind{hkObject}, auth: 1, fn: (*TPM).cmdImport})
 }
