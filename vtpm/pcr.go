@@ -171,7 +171,7 @@ func init() {
 	register(&cmdDef{cc: ccPCRExtend, handles: []handleKind{hkPCR}, auth: 1, fn: (*TPM).pcrExtend})
 	register(&cmdDef{cc: ccPCREvent, handles: []handleKind{hkPCR}, auth: 1, fn: (*TPM).pcrEvent})
 	register(&cmdDef{cc: ccPCRReset, handles: []handleKind{hkPCR}, auth: 1, fn: (*TPM).pcrReset})
-	register(&cmdDef{cc: ccPCRAllocate, handles: []handleKind{hkProvision}, auth: 1, nv: true, fn: (*TPM).cmdPCRAllocate})
+	register(&cmdDef{cc: ccPCRAllocate, handles: []handleKind{hkPlatform}, auth: 1, nv: true, fn: (*TPM).cmdPCRAllocate})
 }
 
 // bankIndex returns the index of alg in hashAlgs, or -1.
@@ -213,11 +213,6 @@ func (t *TPM) cmdPCRAllocate(c *call) uint32 {
 	sels := parsePCRSelections(&c.r)
 	if rc := c.r.done(); rc != rcSuccess {
 		return rc
-	}
-	// TPMI_RH_PLATFORM: dispatch accepts TPMI_RH_PROVISION, so the owner
-	// is refused here, as the reference's unmarshaling refuses it.
-	if c.h[0] != rhPlatform {
-		return qualify(rcValue, rcH|rcN)
 	}
 	// As in the reference implementation, the request is applied to the
 	// current allocation, not to an allocation still pending.
