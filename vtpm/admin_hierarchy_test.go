@@ -7,16 +7,6 @@ import (
 	"time"
 )
 
-// TestAdminChecksCoverEveryCommand proves that wrapAdminChecks ran after
-// every file that registers commands (it depends on init order).
-func TestAdminChecksCoverEveryCommand(t *testing.T) {
-	for cc, d := range commands {
-		if d != nil && !adminWrapped[uint32(cc)] {
-			t.Errorf("command %#x is not wrapped: a file registering commands sorts after symmetric.go", cc)
-		}
-	}
-}
-
 func hierarchyControl(auth, enable uint32, state byte) []byte {
 	return rawCommand(ccHierarchyControl, []uint32{auth}, 1, nil, u32b(enable), []byte{state})
 }

@@ -161,3 +161,54 @@ func TestDuplicatePasswordDoesNotCountTowardsLockout(t *testing.T) {
 		t.Errorf("lockout counter: vtpm %d, reference %d; want 0", vCount, rCount)
 	}
 }
+
+// TestHiddenEntityPasswordNotChecked: a persistent object of a disabled
+// hierarchy does not exist for commands (TPM_RC_HANDLE), and that answer
+// comes before its authorization is checked, so a wrong password on it is
+// neither reported nor counted towards lockout (as on the reference TPM).
+func TestHiddenEntityPasswordNotChecked(t *testing.T) {
+	run := func(t *testing.T, tp transport.TPM) (error, uint32) {
+		owner := tpm2.AuthHandle{Handle: tpm2.TPMRHOwner, Auth: tpm2.PasswordAuth(nil)}
+		srk, err := tpm2.CreatePrimary{PrimaryHandle: owner, InPublic: tpm2.New2B(tpm2.ECCSRKTemplate)}.Execute(tp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		parent := tpm2.AuthHandle{Handle: srk.ObjectHandle, Name: srk.Name, Auth: tpm2.PasswordAuth(nil)}
+		obj, err := tpm2.Create{ParentHandle: parent,
+			InPublic: tpm2.New2B(tpm2.TPMTPublic{Type: tpm2.TPMAlgKeyedHash, NameAlg: tpm2.TPMAlgSHA256,
+				ObjectAttributes: tpm2.TPMAObject{FixedTPM: true, FixedParent: true, UserWithAuth: true}}),
+			InSensitive: tpm2.TPM2BSensitiveCreate{Sensitive: &tpm2.TPMSSensitiveCreate{
+				UserAuth: tpm2.TPM2BAuth{Buffer: []byte("right")},
+				Data:     tpm2.NewTPMUSensitiveCreate(&tpm2.TPM2BSensitiveData{Buffer: []byte("secret")})}}}.Execute(tp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ld, err := tpm2.Load{ParentHandle: parent, InPrivate: obj.OutPrivate, InPublic: obj.OutPublic}.Execute(tp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		const ph = tpm2.TPMHandle(0x81000010)
+		if _, err := (tpm2.EvictControl{Auth: owner, ObjectHandle: &tpm2.NamedHandle{Handle: ld.ObjectHandle, Name: ld.Name}, PersistentHandle: ph}).Execute(tp); err != nil {
+			t.Fatal(err)
+		}
+		rsp, err := tp.Send(rawCommand(ccHierarchyControl, []uint32{rhPlatform}, 1, nil, u32b(rhOwner), []byte{0}))
+		if err != nil || rcOf(rsp) != rcSuccess {
+			t.Fatalf("HierarchyControl: %#x %v", rcOf(rsp), err)
+		}
+		_, unsealErr := tpm2.Unseal{ItemHandle: tpm2.AuthHandle{Handle: ph, Name: ld.Name, Auth: tpm2.PasswordAuth([]byte("wrong"))}}.Execute(tp)
+		caps, err := tpm2.GetCapability{Capability: tpm2.TPMCapTPMProperties, Property: 0x20E, PropertyCount: 1}.Execute(tp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		props, _ := caps.CapabilityData.Data.TPMProperties()
+		return unsealErr, props.TPMProperty[0].Value
+	}
+	vErr, vCount := run(t, newTestTPM(t))
+	rErr, rCount := run(t, simTPM{getSim(t)})
+	if vErr == nil || rErr == nil || vErr.Error() != rErr.Error() {
+		t.Errorf("Unseal of a hidden object: vtpm %v, reference %v", vErr, rErr)
+	}
+	if vCount != 0 || rCount != 0 {
+		t.Errorf("lockout counter: vtpm %d, reference %d; want 0", vCount, rCount)
+	}
+}

@@ -74,7 +74,7 @@ func (t *TPM) cmdClockRateAdjust(c *call) uint32 {
 
 // syncClockScaled brings Clock up to date like syncClock, at the rate
 // TPM2_ClockRateAdjust set. Every command starts with it
-// (wrapAdminChecks), so the time that passes between commands is scaled;
+// (dispatch.go's run), so the time that passes between commands is scaled;
 // only the few milliseconds within a command, which other code folds in
 // with syncClock, are not.
 func (t *TPM) syncClockScaled() {

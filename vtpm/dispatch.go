@@ -269,6 +269,13 @@ func (t *TPM) run(c *call, cmd []byte) uint32 {
 	if !t.started && cc != ccStartup {
 		return rcInitialize
 	}
+	// As the reference implementation's ExecuteCommand: the clock is
+	// brought up to date (at the TPM2_ClockRateAdjust rate) and the
+	// dictionary-attack failure count healed (TimeUpdateToCurrent and
+	// DASelfHeal), so that the command, and what GetCapability reports,
+	// see the current values.
+	t.syncClockScaled()
+	t.daRecover()
 
 	// Handle area (Part 3, section 5.4).
 	for i, k := range def.handles {
@@ -284,6 +291,11 @@ func (t *TPM) run(c *call, cmd []byte) uint32 {
 			if rc == rcReferenceH0 {
 				return rc + uint32(i)
 			}
+			return qualify(rc, r.q)
+		}
+		// A disabled hierarchy hides its entities (EntityGetLoadStatus),
+		// before any authorization is checked.
+		if rc := t.hierarchyHandleRC(h, cc); rc != rcSuccess {
 			return qualify(rc, r.q)
 		}
 		c.h[i] = h
@@ -353,7 +365,16 @@ func (t *TPM) run(c *call, cmd []byte) uint32 {
 
 	c.r = newReader(r.b)
 	c.r.param(1)
-	return def.fn(t, c)
+	rc := def.fn(t, c)
+	if rc == rcSuccess {
+		// An object LoadExternal or ContextLoad put into a disabled
+		// hierarchy is flushed again.
+		rc = t.loadedHierarchyRC(c)
+	}
+	if len(t.s.Sequences) != 0 {
+		t.sweepSequences() // sequences whose slot was flushed
+	}
+	return rc
 }
 
 // validAuthSession checks a handle of the authorization area

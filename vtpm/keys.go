@@ -297,6 +297,9 @@ func (t *TPM) cmdReadPublic(c *call) uint32 {
 	if rc := c.r.done(); rc != rcSuccess {
 		return rc
 	}
+	if t.sequenceAt(c.h[0]) != nil {
+		return rcSequence // a sequence has no public area
+	}
 	o := t.object(c.h[0])
 	c.w.b2b(o.Public)
 	c.w.b2b(o.name)

@@ -22,11 +22,6 @@ func init() {
 	register(&cmdDef{cc: ccEncryptDecrypt, handles: []handleKind{hkObject}, auth: 1, fn: (*TPM).cmdEncryptDecrypt})
 	register(&cmdDef{cc: ccEncryptDecrypt2, handles: []handleKind{hkObject}, auth: 1, fn: (*TPM).cmdEncryptDecrypt2})
 
-	// Every command starts with the admin checks (hierarchy.go). This
-	// init runs after every file that registers commands, since the go
-	// command presents a package's files in name order and init functions
-	// run in that order; TestAdminChecksCoverEveryCommand proves it.
-	wrapAdminChecks()
 }
 
 // symParams are the parameters the two commands share.
