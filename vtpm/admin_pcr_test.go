@@ -3,6 +3,8 @@ package vtpm
 import (
 	"bytes"
 	"testing"
+
+	"github.com/google/go-tpm/tpm2"
 )
 
 // bankSel marshals a TPML_PCR_SELECTION of whole banks: each alg with
@@ -140,5 +142,42 @@ func TestDifferentialPCRAllocate(t *testing.T) {
 	a, _ := d.v.Send(read)
 	if b := simSend(d.sim, read); !bytes.Equal(maskCounter(read, a), maskCounter(read, b)) {
 		t.Errorf("PCR_Read after the second reset\nvtpm      %x\nreference %x", a, b)
+	}
+}
+
+// TestQuoteSelectionLeavesOutUnallocatedPCRs: a quote's attested selection
+// names only allocated PCRs, like its digest, so a verifier is never told
+// that an unallocated (never extended) bank was quoted.
+func TestQuoteSelectionLeavesOutUnallocatedPCRs(t *testing.T) {
+	v := newTestTPM(t)
+	admMust(t, v, rcSuccess, pcrAllocate(bankSel(nil, []uint16{algSHA1})))
+	powerRestart(t, v, suClear, suClear)
+	rsp, err := tpm2.Quote{
+		SignHandle: tpm2.AuthHandle{Handle: tpm2.TPMRHNull, Auth: tpm2.PasswordAuth(nil)},
+		InScheme:   tpm2.TPMTSigScheme{Scheme: tpm2.TPMAlgNull},
+		PCRSelect: tpm2.TPMLPCRSelection{PCRSelections: []tpm2.TPMSPCRSelection{
+			{Hash: tpm2.TPMAlgSHA1, PCRSelect: []byte{0xFF, 0, 0}},
+			{Hash: tpm2.TPMAlgSHA256, PCRSelect: []byte{0xFF, 0, 0}},
+		}},
+	}.Execute(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	att, err := rsp.Quoted.Contents()
+	if err != nil {
+		t.Fatal(err)
+	}
+	q, err := att.Attested.Quote()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range q.PCRSelect.PCRSelections {
+		want := []byte{0xFF, 0, 0}
+		if s.Hash == tpm2.TPMAlgSHA1 {
+			want = []byte{0, 0, 0}
+		}
+		if !bytes.Equal(s.PCRSelect, want) {
+			t.Errorf("quoted selection of bank %v: %x, want %x", s.Hash, s.PCRSelect, want)
+		}
 	}
 }

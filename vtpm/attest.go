@@ -303,6 +303,9 @@ func (t *TPM) cmdQuote(c *call) uint32 {
 	var aw writer
 	aw.b = make([]byte, 0, 256)
 	t.attestHeader(&aw, stAttestQuote, signer, extra)
+	// The quoted selection leaves out PCRs that are not allocated, as
+	// the digest does (FilterPcr).
+	t.filterPCRSelections(sels)
 	marshalPCRSelections(&aw, sels)
 	aw.b2b(t.pcrDigest(digestAlg, sels))
 	return signAttest(c, signer, scheme, hash, aw.b)
