@@ -212,3 +212,27 @@ func TestHiddenEntityPasswordNotChecked(t *testing.T) {
 		t.Errorf("lockout counter: vtpm %d, reference %d; want 0", vCount, rCount)
 	}
 }
+
+// TestLoadExternalSymKeyWithoutNameAlg: an external symmetric key whose
+// public area has no name algorithm loads (as on the reference TPM) and
+// does not take the TPM down (a FuzzSend find: the binding check asked
+// the null algorithm for its digest size).
+func TestLoadExternalSymKeyWithoutNameAlg(t *testing.T) {
+	pub := tpm2.TPMTPublic{Type: tpm2.TPMAlgSymCipher, NameAlg: tpm2.TPMAlgNull,
+		ObjectAttributes: tpm2.TPMAObject{UserWithAuth: true, Decrypt: true},
+		Parameters: tpm2.NewTPMUPublicParms(tpm2.TPMAlgSymCipher, &tpm2.TPMSSymCipherParms{Sym: tpm2.TPMTSymDefObject{
+			Algorithm: tpm2.TPMAlgAES, KeyBits: tpm2.NewTPMUSymKeyBits(tpm2.TPMAlgAES, tpm2.TPMKeyBits(128)),
+			Mode: tpm2.NewTPMUSymMode(tpm2.TPMAlgAES, tpm2.TPMAlgCFB)}}),
+		Unique: tpm2.NewTPMUPublicID(tpm2.TPMAlgSymCipher, &tpm2.TPM2BDigest{}),
+	}
+	sens := tpm2.TPMTSensitive{SensitiveType: tpm2.TPMAlgSymCipher, SeedValue: tpm2.TPM2BDigest{Buffer: make([]byte, 32)},
+		Sensitive: tpm2.NewTPMUSensitiveComposite(tpm2.TPMAlgSymCipher, &tpm2.TPM2BSymKey{Buffer: make([]byte, 16)})}
+	for _, x := range []struct {
+		name string
+		tp   transport.TPM
+	}{{"reference", simTPM{getSim(t)}}, {"vtpm", newTestTPM(t)}} {
+		if _, err := (tpm2.LoadExternal{InPublic: tpm2.New2B(pub), InPrivate: tpm2.New2B(sens), Hierarchy: tpm2.TPMRHNull}).Execute(x.tp); err != nil {
+			t.Errorf("%s: %v", x.name, err)
+		}
+	}
+}

@@ -583,10 +583,16 @@ func (o *object) checkBinding() bool {
 		_, ok := o.signer()
 		return ok
 	case algKeyedHash, algSymCipher:
-		if len(o.Seed) != hashOf(p.NameAlg).Size() {
+		if p.Type == algSymCipher && len(o.Sensitive) != int(p.SymBits)/8 {
 			return false
 		}
-		if p.Type == algSymCipher && len(o.Sensitive) != int(p.SymBits)/8 {
+		if p.NameAlg == algNull {
+			// An external object without a name algorithm (LoadExternal
+			// only): no unique digest binds the key to its public area,
+			// as in the reference TPM.
+			return true
+		}
+		if !isHash(p.NameAlg) || len(o.Seed) != hashOf(p.NameAlg).Size() {
 			return false
 		}
 		return hmac.Equal(p.Unique, digestOf(p.NameAlg, o.Seed, o.Sensitive))
