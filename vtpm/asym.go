@@ -123,6 +123,11 @@ func labeledEncrypt(o *object, label string) (seed, secret []byte, rc uint32) {
 	if p.Attrs&oaDecrypt == 0 {
 		return nil, nil, rcAttributes
 	}
+	if !isHash(p.NameAlg) {
+		// An external key without a name algorithm has no hash for
+		// OAEP or KDFe.
+		return nil, nil, rcHash
+	}
 	h := hashOf(p.NameAlg)
 	switch p.Type {
 	case algRSA:
@@ -168,6 +173,9 @@ func labeledEncrypt(o *object, label string) (seed, secret []byte, rc uint32) {
 // point are those of the secret parameter.
 func labeledDecrypt(o *object, label string, secret []byte) ([]byte, uint32) {
 	p := o.pub
+	if !isHash(p.NameAlg) {
+		return nil, rcHash
+	}
 	h := hashOf(p.NameAlg)
 	switch p.Type {
 	case algRSA:

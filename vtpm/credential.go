@@ -45,7 +45,7 @@ func isCredentialKey(o *object) bool {
 	a := o.attrs()
 	p := o.pub
 	return (p.Type == algRSA || p.Type == algECC) && a&oaDecrypt != 0 && a&oaRestricted != 0 &&
-		p.SymAlg == algAES && (p.SymBits == 128 || p.SymBits == 256)
+		p.SymAlg == algAES && (p.SymBits == 128 || p.SymBits == 256) && isHash(p.NameAlg)
 }
 
 // outerWrap applies an outer wrapper (Part 1, section 23.3.2.3) under the
@@ -98,7 +98,7 @@ func (t *TPM) cmdMakeCredential(c *call) uint32 {
 	if !isCredentialKey(o) {
 		return qualify(rcType, rcH|rcN)
 	}
-	if len(cred) > hashOf(o.pub.NameAlg).Size() {
+	if len(cred) > digestSize(o.pub.NameAlg) {
 		return qualify(rcSize, rcP|rcN)
 	}
 	seed, secret, rc := labeledEncrypt(o, credentialLabel)

@@ -205,7 +205,7 @@ func (t *TPM) cmdRewrap(c *call) uint32 {
 	if rc != rcSuccess {
 		return rc
 	}
-	if len(blob)+2+hashOf(np.pub.NameAlg).Size() > maxPrivateSize {
+	if len(blob)+2+digestSize(np.pub.NameAlg) > maxPrivateSize {
 		clear(seed)
 		return qualify(rcValue, rcP|rcN)
 	}

@@ -34,7 +34,7 @@ func (t *TPM) cmdObjectChangeAuth(c *call) uint32 {
 	o := t.object(c.h[0])
 	parent := t.object(c.h[1])
 	newAuth = trimZeros(newAuth)
-	if len(newAuth) > hashOf(o.pub.NameAlg).Size() {
+	if len(newAuth) > digestSize(o.pub.NameAlg) {
 		return qualify(rcSize, rcP|rcN)
 	}
 	// The parent handle must name the object's parent: the object's

@@ -61,7 +61,8 @@ func (o *object) clear() {
 func (o *object) isStorageParent() bool {
 	a := o.pub.Attrs
 	return o.HasPriv && a&oaRestricted != 0 && a&oaDecrypt != 0 && a&oaSign == 0 &&
-		(o.pub.Type == algRSA || o.pub.Type == algECC) && o.pub.SymAlg == algAES && o.pub.SymMode == algCFB
+		(o.pub.Type == algRSA || o.pub.Type == algECC) && o.pub.SymAlg == algAES && o.pub.SymMode == algCFB &&
+		isHash(o.pub.NameAlg) // its nameAlg keys its children's protection
 }
 
 func curveOf(id uint16) elliptic.Curve {

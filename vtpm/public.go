@@ -22,6 +22,16 @@ func hashOf(alg uint16) crypto.Hash {
 	return 0
 }
 
+// digestSize is the size of alg's digests, or 0 for TPM_ALG_NULL (the
+// name algorithm of some external objects) and algorithms we do not
+// implement, where crypto.Hash.Size would panic.
+func digestSize(alg uint16) int {
+	if h := hashOf(alg); h != 0 {
+		return h.Size()
+	}
+	return 0
+}
+
 // hashAlgs lists the implemented hash algorithms in TPM_ALG_ID order.
 var hashAlgs = [...]uint16{algSHA1, algSHA256, algSHA384, algSHA512}
 
