@@ -45,7 +45,7 @@ func isCredentialKey(o *object) bool {
 	a := o.attrs()
 	p := o.pub
 	return (p.Type == algRSA || p.Type == algECC) && a&oaDecrypt != 0 && a&oaRestricted != 0 &&
-		p.SymAlg == algAES && (p.SymBits == 128 || p.SymBits == 256) && isHash(p.NameAlg)
+		p.SymAlg == algAES && (p.SymBits == 128 || p.SymBits == 256)
 }
 
 // outerWrap applies an outer wrapper (Part 1, section 23.3.2.3) under the
