@@ -155,9 +155,11 @@ func TestDifferentialClock(t *testing.T) {
 	va, _ := d.v.Send(ra)
 	base := max(admBE64(va[18:]), admBE64(simSend(d.sim, ra)[18:])) + 1<<40
 	for _, cmd := range [][]byte{
-		clockSet(0),
 		clockSet(maxClock + 1),
 		clockSet(base),
+		// Backwards: refused. (ClockSet(0) on a TPM manufactured less
+		// than a millisecond ago, whose Clock is still 0, is not.)
+		clockSet(base - 1),
 		rawCommand(ccClockSet, []uint32{rhEndorsement}, 1, nil, admU64(base+1)),
 		rawCommand(ccClockSet, []uint32{rhOwner}, 1, nil, u32b(1)),
 		rawCommand(ccClockRateAdjust, []uint32{rhOwner}, 1, nil, []byte{4}),
