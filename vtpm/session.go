@@ -257,6 +257,11 @@ func (t *TPM) cmdStartAuthSession(c *call) uint32 {
 	}
 	s.daBound = bind != rhNull && !t.daExempt(bind)
 	s.lockoutBound = s.daBound && bind == rhLockout
+	if typ != seHMAC {
+		// The policy starts now: expirations of PolicySigned and
+		// PolicySecret count from the session's start.
+		t.policyOf(s)
+	}
 	t.sessions[h] = s
 	c.outHandle = h
 	c.w.b2b(s.nonceTPM)
