@@ -181,3 +181,16 @@ func TestQuoteSelectionLeavesOutUnallocatedPCRs(t *testing.T) {
 		}
 	}
 }
+
+// TestCapabilityPCRsReportsAllocation: TPM_CAP_PCRS reports the current
+// allocation, as on the reference TPM, before and after the reset that
+// applies a PCR_Allocate.
+func TestCapabilityPCRsReportsAllocation(t *testing.T) {
+	d := newDual(t)
+	getPCRs := rawCommand(ccGetCapability, nil, 0, nil, u32b(capPCRs), u32b(0), u32b(1))
+	sameResponse(t, d, getPCRs)
+	sameRC(t, d, pcrAllocate(bytesOf(u32b(2), u16b(algSHA1), []byte{3, 0, 0, 0}, u16b(algSHA384), []byte{3, 0x0F, 0x00, 0x02})))
+	sameResponse(t, d, getPCRs)
+	dualReset(t, d)
+	sameResponse(t, d, getPCRs)
+}

@@ -169,11 +169,14 @@ func (t *TPM) cmdGetCapability(c *call) uint32 {
 	case capPPCommands, capAuditCommands:
 		w.u32(0)
 	case capPCRs:
+		// The current allocation (TPM2_PCR_Allocate takes effect at the
+		// next Startup(CLEAR)).
 		w.u32(uint32(len(hashAlgs)))
-		for _, alg := range hashAlgs {
+		for i, alg := range hashAlgs {
 			w.u16(alg)
 			w.u8(3)
-			w.raw([]byte{0xFF, 0xFF, 0xFF})
+			on := ^t.s.PCRUnallocated[i]
+			w.raw([]byte{byte(on), byte(on >> 8), byte(on >> 16)})
 		}
 	case capTPMProperties:
 		props := t.properties()
