@@ -1,6 +1,7 @@
 package vtpm
 
 import (
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -315,5 +316,18 @@ func TestDifferentialDictionaryAttackParameters(t *testing.T) {
 		if a.rcs[i] != b.rcs[i] {
 			t.Errorf("command %d (%#x): vtpm rc %#x, reference rc %#x", i, a.ccs[i], a.rcs[i], b.rcs[i])
 		}
+	}
+}
+
+// TestDifferentialInLockoutReported: TPMA_PERMANENT's inLockout says what
+// the reference says for DA parameters that lock at once (maxTries 0),
+// whatever the recovery time.
+func TestDifferentialInLockoutReported(t *testing.T) {
+	for _, p := range [][3]uint32{{0, 0, 0}, {0, 10, 0}, {3, 0, 0}, {0, 0, 10}} {
+		t.Run(fmt.Sprint(p), func(t *testing.T) {
+			d := newDual(t)
+			sameRC(t, d, daParams(p[0], p[1], p[2]))
+			sameResponse(t, d, rawCommand(ccGetCapability, nil, 0, nil, u32b(capTPMProperties), u32b(0x200), u32b(1)))
+		})
 	}
 }

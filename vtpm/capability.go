@@ -342,7 +342,7 @@ func (t *TPM) properties() [][2]uint32 {
 	if s.DisableClear {
 		perm |= 1 << 8
 	}
-	if s.DA.RecoveryTime != 0 && s.DA.FailedTries >= s.DA.MaxTries {
+	if s.DA.FailedTries >= s.DA.MaxTries {
 		perm |= 1 << 9 // inLockout
 	}
 	perm |= 1 << 10 // tpmGeneratedEPS
