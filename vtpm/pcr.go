@@ -318,7 +318,10 @@ func (t *TPM) pcrExtend(c *call) uint32 {
 	var ds [len(hashAlgs)]ha
 	for i := 0; i < int(n); i++ {
 		alg := r.u16()
-		if r.ok() && !isHash(alg) {
+		if !r.ok() {
+			return r.code
+		}
+		if !isHash(alg) {
 			return qualify(rcHash, r.q)
 		}
 		ds[i] = ha{alg, r.bytes(hashOf(alg).Size())}
