@@ -62,6 +62,12 @@
 // a power cycle loses them, and they are not part of the sealed state, so
 // a migrated TPM starts without sessions.
 //
+// Not implemented: CMAC, derived objects (CreateLoaded under a derivation
+// parent), TPM2_SetPrimaryPolicy (hierarchies have no policies), saving a
+// hash sequence's context, and the commands not listed above (such as
+// TPM2_Commit, TPM2_CertifyX509 and the attached-component commands); they
+// answer TPM_RC_COMMAND_CODE or the reference's error.
+//
 // The mssim and swtpm transports, which tpm2-tools and QEMU use, are in
 // package vtpm/server.
 //
