@@ -1,7 +1,6 @@
 package server
 
 import (
-	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -281,11 +280,10 @@ func (in *Instance) execute(ctx context.Context, cmd []byte, rm *tracker, maxRsp
 	if in.closed || !in.powered {
 		return errorResponse(cmd, rcFailure)
 	}
-	// The transports read every command into one buffer per connection,
-	// and the engine may keep slices of a command (a created object's
-	// authPolicy): it gets its own copy, so that the next command cannot
-	// rewrite what the TPM stored.
-	rsp, err := in.tpm.Send(bytes.Clone(cmd))
+	// The transports read every command into one buffer per connection;
+	// Send copies the command before the engine keeps any of it, so the
+	// next command read into the buffer cannot rewrite what the TPM stored.
+	rsp, err := in.tpm.Send(cmd)
 	if err != nil || len(rsp) < 10 {
 		return errorResponse(cmd, rcFailure)
 	}
