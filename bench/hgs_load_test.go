@@ -36,7 +36,9 @@ import (
 // HTTPS on 127.0.0.1 with the host agent's requests: each iteration is one
 // host attesting (a challenge, then evidence for a token) and asking for a
 // VM's key with the token (a release, re-keyed), by hosts whose TPM is a
-// vtpm booted with a real boot log. The count is bounded by -benchtime
+// vtpm booted with a real boot log. mode=tpm attests as a default host
+// does (the registered EK, the AK proven by credential activation in the
+// vtpm); mode=host-key with a registered host key. The count is bounded by -benchtime
 // (use an Nx count) and the time by hgsLoadDeadline; the service and the
 // clients share the machine.
 //
@@ -49,17 +51,23 @@ func BenchmarkHGSLoad(b *testing.B) {
 	// dir: the service's default store, a directory whose anti-rollback
 	// record is written and fsynced at every release; memory: the same
 	// service with its state in memory (the service's own cost).
-	b.Run("store=dir", func(b *testing.B) {
-		s, err := server.OpenDirStore(b.TempDir())
-		if err != nil {
-			b.Fatal(err)
+	for _, hostKey := range []bool{false, true} {
+		mode := "mode=tpm"
+		if hostKey {
+			mode = "mode=host-key"
 		}
-		hgsLoad(b, s)
-	})
-	b.Run("store=memory", func(b *testing.B) { hgsLoad(b, &server.MemoryStore{}) })
+		b.Run("store=dir/"+mode, func(b *testing.B) {
+			s, err := server.OpenDirStore(b.TempDir())
+			if err != nil {
+				b.Fatal(err)
+			}
+			hgsLoad(b, s, hostKey)
+		})
+		b.Run("store=memory/"+mode, func(b *testing.B) { hgsLoad(b, &server.MemoryStore{}, hostKey) })
+	}
 }
 
-func hgsLoad(b *testing.B, store server.Store) {
+func hgsLoad(b *testing.B, store server.Store, hostKey bool) {
 	const (
 		hosts           = 8
 		hgsLoadDeadline = 2 * time.Minute
@@ -81,7 +89,7 @@ func hgsLoad(b *testing.B, store server.Store) {
 	}
 	pool := make(chan *loadHost, hosts)
 	for i := range hosts {
-		pool <- newLoadHost(b, ctx, admin, client, url, log, guardian, fmt.Sprintf("host-%d", i))
+		pool <- newLoadHost(b, ctx, admin, client, url, log, guardian, fmt.Sprintf("host-%d", i), hostKey)
 	}
 
 	var (
@@ -269,15 +277,15 @@ func pcrPolicy(b *testing.B, log []byte) []byte {
 	return doc
 }
 
-// loadHost is one host: a vtpm extended with the boot log, its agent in
-// host-key mode, and one VM's key protector.
+// loadHost is one host: a vtpm extended with the boot log, its agent (in
+// TPM or host-key mode), and one VM's key protector.
 type loadHost struct {
 	tpm *vtpm.TPM
 	ag  *agent.Agent
 	kp  *keyprotector.KeyProtector
 }
 
-func newLoadHost(b *testing.B, ctx context.Context, admin *agent.Client, client *http.Client, url string, log []byte, guardian *keyprotector.Descriptor, id string) *loadHost {
+func newLoadHost(b *testing.B, ctx context.Context, admin *agent.Client, client *http.Client, url string, log []byte, guardian *keyprotector.Descriptor, id string, hostKey bool) *loadHost {
 	b.Helper()
 	t, err := vtpm.New(vtpm.Config{})
 	if err != nil {
@@ -286,8 +294,12 @@ func newLoadHost(b *testing.B, ctx context.Context, admin *agent.Client, client 
 	if err := bootlog.Extend(t, log); err != nil {
 		b.Fatal(err)
 	}
-	var key crypto.Signer
-	key, _ = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	var key crypto.Signer // nil: TPM mode
+	if hostKey {
+		if key, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader); err != nil {
+			b.Fatal(err)
+		}
+	}
 	ag, err := agent.New(ctx, &agent.Client{URL: url, HTTP: client}, t, agent.Config{
 		HostKey:  key,
 		Banks:    []measure.HashAlg{measure.SHA256, measure.SHA384},
