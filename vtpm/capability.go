@@ -60,6 +60,10 @@ const (
 	maxCapHandles    = maxCapData / 4
 	maxCapCC         = maxCapData / 4
 	maxPCRProperties = maxCapData / 8
+	// MAX_TAGGED_POLICIES: sizeof(TPMS_TAGGED_POLICY) is 56 in the
+	// reference implementation (a handle and a TPMT_HA of at most
+	// SHA-384 size, padded).
+	maxTaggedPolicies = maxCapData / 56
 )
 
 // TPM_PT_PCR tags, Part 2, section 6.14.
@@ -257,6 +261,11 @@ func (t *TPM) cmdGetCapability(c *call) uint32 {
 			k++
 		}
 		putU32(w.b[cnt:], uint32(k))
+	case capAuthPolicies:
+		if prop>>24 != htPermanent {
+			return qualify(rcValue, rcP|2*rcN)
+		}
+		moreData = t.capAuthPolicies(w, prop, limit(maxTaggedPolicies))
 	default:
 		return qualify(rcValue, rcP|rcN)
 	}

@@ -34,7 +34,8 @@
 // Rewrap), NV (DefineSpace, UndefineSpace, Write, Read, ReadPublic,
 // Increment, Extend, SetBits, ChangeAuth, Certify, ReadLock, WriteLock,
 // GlobalWriteLock), hierarchies (HierarchyChangeAuth, HierarchyControl,
-// Clear), symmetric keys (EncryptDecrypt, EncryptDecrypt2, HMAC), hash and
+// SetPrimaryPolicy, Clear; the hierarchies' authPolicies are sealed with
+// the state and reported by TPM_CAP_AUTH_POLICIES), symmetric keys (EncryptDecrypt, EncryptDecrypt2, HMAC), hash and
 // HMAC sequences (Hash, HashSequenceStart, HMAC_Start, SequenceUpdate,
 // SequenceComplete, EventSequenceComplete), TestParms, and
 // dictionary-attack protection (DictionaryAttackLockReset,
@@ -63,8 +64,7 @@
 // a migrated TPM starts without sessions.
 //
 // Not implemented: CMAC, derived objects (CreateLoaded under a derivation
-// parent), TPM2_SetPrimaryPolicy (hierarchies have no policies), saving a
-// hash sequence's context, and the commands not listed above (such as
+// parent), saving a hash sequence's context, and the commands not listed above (such as
 // TPM2_Commit, TPM2_CertifyX509 and the attached-component commands); they
 // answer TPM_RC_COMMAND_CODE or the reference's error.
 //

@@ -39,8 +39,8 @@ func (t *TPM) cmdHierarchyChangeAuth(c *call) uint32 {
 // and new owner and endorsement proofs, so every owner key and every saved
 // context of those hierarchies becomes useless; the owner's persistent
 // objects and NV indices are deleted; the owner, endorsement and lockout
-// authorizations are reset, the dictionary-attack state too, and Clock
-// starts again from zero. The endorsement primary seed is kept, so the EK
+// authorizations and authPolicies are reset, the dictionary-attack state
+// too, and Clock starts again from zero. The endorsement primary seed is kept, so the EK
 // survives.
 func (t *TPM) cmdClear(c *call) uint32 {
 	if rc := c.r.done(); rc != rcSuccess {
@@ -79,6 +79,9 @@ func (t *TPM) cmdClear(c *call) uint32 {
 		clear(*p)
 		*p = nil
 	}
+	s.Policies.Owner.reset()
+	s.Policies.Endorsement.reset()
+	s.Policies.Lockout.reset()
 	// As in the reference implementation: the storage and endorsement
 	// hierarchies are enabled, the dictionary-attack state returns to its
 	// defaults, and Clock and the reset and restart counts start again

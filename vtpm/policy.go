@@ -221,10 +221,16 @@ func (t *TPM) policyEntityHierarchy(h uint32) uint32 {
 // policyAuthPolicy returns the authPolicy of the entity h and its hash
 // algorithm, and false when the entity has no policy that a policy session
 // may satisfy for this command (IsAuthPolicyAvailable in the reference
-// implementation). Hierarchies have no policies in this TPM
-// (TPM2_SetPrimaryPolicy is not implemented), nor have PCRs.
+// implementation). A hierarchy has the policy TPM2_SetPrimaryPolicy set,
+// if any; PCRs have none.
 func (t *TPM) policyAuthPolicy(h uint32, def *cmdDef, r role) ([]byte, uint16, bool) {
 	switch h >> 24 {
+	case htPermanent:
+		p := t.s.Policies.of(h)
+		if p == nil || len(p.Digest) == 0 {
+			return nil, 0, false
+		}
+		return p.Digest, p.Alg, true
 	case htTransient, htPersistent:
 		o := t.object(h)
 		if o == nil || !o.HasPriv {

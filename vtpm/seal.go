@@ -243,6 +243,11 @@ func (s *state) valid() bool {
 	if s.Shutdown > 2 || s.Shutdown == 2 && s.Saved == nil {
 		return false
 	}
+	for _, p := range []*hierPolicy{&s.Policies.Owner, &s.Policies.Endorsement, &s.Policies.Platform, &s.Policies.Lockout} {
+		if !p.valid() {
+			return false
+		}
+	}
 	return true
 }
 

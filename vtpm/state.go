@@ -64,6 +64,11 @@ type state struct {
 	// in parts per clockNominal.
 	ClockAdjust int32 `cbor:"84,keyasint"`
 
+	// Policies are the hierarchies' authPolicies (TPM2_SetPrimaryPolicy,
+	// primarypolicy.go). Omitted when no hierarchy has one, so that such
+	// a state reads as it did before they existed.
+	Policies primaryPolicies `cbor:"85,keyasint,omitempty"`
+
 	// Sequences holds the hash, HMAC and event sequences by transient
 	// handle (sequence.go). A sequence occupies its handle's slot in
 	// Transient with a placeholder object.
@@ -220,13 +225,14 @@ func peekU16(c *call) (uint16, bool) {
 // false when the TPM lost power without TPM2_Shutdown.
 func (t *TPM) adminStartup(kind int, orderly bool) {
 	s := t.s
-	// phEnable is set by every startup; the other enables, and
-	// platformAuth, are reset by TPM Reset and TPM Restart.
+	// phEnable is set by every startup; the other enables, platformAuth
+	// and platformPolicy are reset by TPM Reset and TPM Restart.
 	s.Hier.PlatformDisabled = false
 	if kind != startResume {
 		s.Hier = hierState{}
 		clear(s.PlatformAuth)
 		s.PlatformAuth = nil
+		s.Policies.Platform.reset()
 		t.nvStartup(kind)
 		if s.PCRAllocPending {
 			s.PCRUnallocated = s.PCRAllocNext
