@@ -501,30 +501,38 @@ func (t *TPM) cmdContextSave(c *call) uint32 {
 	return rcSuccess
 }
 
-// cmdContextLoad is TPM2_ContextLoad (Part 3, section 28.3).
+// cmdContextLoad is TPM2_ContextLoad (Part 3, section 28.3). Its checks
+// come in the reference implementation's order: the TPMS_CONTEXT fields
+// as they unmarshal (TPMI_DH_SAVED and TPMI_RH_HIERARCHY+ answer
+// TPM_RC_VALUE), then the integrity value at the start of the blob
+// (unmarshaled without a parameter number), its size and the size of
+// what follows, then the integrity itself.
 func (t *TPM) cmdContextLoad(c *call) uint32 {
 	r := &c.r
 	seq := r.u64()
 	saved := r.u32()
+	if r.ok() && !validSavedHandle(saved) {
+		return qualify(rcValue, r.q)
+	}
 	hier := r.u32()
+	if r.ok() && !validHandle(hkHierarchyNull, hier) {
+		return qualify(rcValue, r.q)
+	}
 	blob := r.b2b(maxContextSize)
 	if rc := r.done(); rc != rcSuccess {
 		return rc
 	}
-	if isSessionHandle(saved) {
-		return t.loadSessionContext(c, seq, saved, hier, blob)
-	}
-	if saved != savedObject && saved != savedSTClear {
-		return qualify(rcHandle, rcP|rcN)
-	}
-	if !validHandle(hkHierarchyNull, hier) {
-		return qualify(rcHierarchy, rcP|rcN)
-	}
 	br := newReader(blob)
 	mac := br.b2b(maxDigestSize)
-	enc := br.rest()
 	if !br.ok() {
-		return qualify(rcIntegrity, rcP|rcN)
+		return br.code
+	}
+	enc := br.rest()
+	if len(mac) != sha256.Size || len(enc) < 8 {
+		return qualify(rcSize, rcP|rcN)
+	}
+	if isSessionHandle(saved) {
+		return t.loadSessionContext(c, seq, saved, hier, mac, enc)
 	}
 	ek, iv, mk := t.contextKeys(hier, seq, saved)
 	ok := hmac.Equal(mac, t.contextMAC(mk, seq, saved, hier, enc))
@@ -532,6 +540,10 @@ func (t *TPM) cmdContextLoad(c *call) uint32 {
 	if !ok {
 		clear(ek)
 		return qualify(rcIntegrity, rcP|rcN)
+	}
+	if !t.hierarchyEnabled(hier) {
+		clear(ek)
+		return qualify(rcHierarchy, rcP|rcN)
 	}
 	pt := append([]byte(nil), enc...)
 	cfbDecryptIV(ek, iv, pt)
@@ -559,6 +571,18 @@ func (t *TPM) cmdContextLoad(c *call) uint32 {
 	t.s.Transient[h] = o
 	c.outHandle = h
 	return rcSuccess
+}
+
+// validSavedHandle checks the savedHandle of a TPMS_CONTEXT
+// (TPMI_DH_SAVED): an HMAC or policy session handle, or one of the three
+// object context handles (0x80000001 is a sequence object's, which this
+// TPM never saves).
+func validSavedHandle(h uint32) bool {
+	switch h {
+	case savedObject, savedObject + 1, savedSTClear:
+		return true
+	}
+	return h-hmacSessionFirst < maxActiveSessions || h-policySessionFirst < maxActiveSessions
 }
 
 // signatureKeys are the Go key types objects can hold.

@@ -629,18 +629,10 @@ func (t *TPM) saveSessionContext(c *call, h uint32) uint32 {
 	return rcSuccess
 }
 
-// loadSessionContext is TPM2_ContextLoad of a session context.
-func (t *TPM) loadSessionContext(c *call, seq uint64, h, hier uint32, blob []byte) uint32 {
-	if !validHandle(hkHierarchyNull, hier) {
-		// TPMI_RH_HIERARCHY+ fails to unmarshal.
-		return qualify(rcValue, rcP|rcN)
-	}
-	br := newReader(blob)
-	mac := br.b2b(maxDigestSize)
-	enc := br.rest()
-	if !br.ok() || len(mac) != sha256Hash.Size() || len(enc) < 8 {
-		return qualify(rcSize, rcP|rcN)
-	}
+// loadSessionContext is TPM2_ContextLoad of a session context, whose
+// integrity value and encrypted data cmdContextLoad has split and
+// checked for size.
+func (t *TPM) loadSessionContext(c *call, seq uint64, h, hier uint32, mac, enc []byte) uint32 {
 	ek, iv, mk := t.contextKeys(hier, seq, h)
 	ok := hier == rhNull && hmac.Equal(mac, t.contextMAC(mk, seq, h, hier, enc))
 	clear(mk)
