@@ -276,3 +276,64 @@ func mustHex(s string) []byte {
 	}
 	return b
 }
+
+// TestDifferentialCapabilityHandlesOfDisabledHierarchies lists the
+// transient, persistent and NV handles (TPM_CAP_HANDLES) while the
+// storage, endorsement and platform hierarchies and platformNV are
+// disabled, on both TPMs. The reference lists persistent objects and NV
+// indices that a disabled hierarchy hides (NvCapGetPersistent and
+// NvCapGetIndex do not look at the enables); disabling a hierarchy
+// flushes its loaded objects, so those are gone from the transient list.
+func TestDifferentialCapabilityHandlesOfDisabledHierarchies(t *testing.T) {
+	d := newDual(t)
+	const idx, pidx = 0x01500080, 0x01500081
+	ppub := nvPublic(pidx, nvPPWrite|nvPPRead|nvPlatformCreate|nvNoDA, 4)
+	sameResponse(t, d, defineNV(idx, nil, admNVBase, 4))
+	sameResponse(t, d, rawCommand(ccNVDefineSpace, []uint32{rhPlatform}, 1, nil, b2b(nil), b2b(ppub)))
+	for _, x := range []struct{ hier, persistent uint32 }{
+		{rhOwner, 0x81000020}, {rhEndorsement, 0x81010020}, {rhPlatform, 0x81800020},
+	} {
+		sameRC(t, d, rawCommand(ccCreatePrimary, []uint32{x.hier}, 1, nil, createPrimaryParams()...))
+		auth := uint32(rhOwner)
+		if x.hier == rhPlatform {
+			auth = rhPlatform
+		}
+		sameResponse(t, d, rawCommand(ccEvictControl, []uint32{auth, transientFirst}, 1, nil, u32b(x.persistent)))
+		sameResponse(t, d, rawCommand(ccFlushContext, nil, 0, nil, u32b(transientFirst)))
+	}
+	// One loaded object in each hierarchy (the reference holds three).
+	for _, h := range []uint32{rhOwner, rhEndorsement, rhPlatform} {
+		sameRC(t, d, rawCommand(ccCreatePrimary, []uint32{h}, 1, nil, createPrimaryParams()...))
+	}
+	handles := func(ht uint32) []byte {
+		return rawCommand(ccGetCapability, nil, 0, nil, u32b(capHandles), u32b(ht<<24), u32b(maxCapHandles))
+	}
+	list := func() {
+		t.Helper()
+		for _, ht := range []uint32{htTransient, htPersistent, htNVIndex} {
+			sameResponse(t, d, handles(ht))
+		}
+		// TPM_PT_HR_NV_INDEX, TPM_PT_HR_LOADED, TPM_PT_HR_PERSISTENT.
+		for _, pt := range []uint32{0x202, 0x203, 0x20C} {
+			a, _ := d.v.Send(rawCommand(ccGetCapability, nil, 0, nil, u32b(capTPMProperties), u32b(pt), u32b(1)))
+			b := simSend(d.sim, rawCommand(ccGetCapability, nil, 0, nil, u32b(capTPMProperties), u32b(pt), u32b(1)))
+			if !bytes.Equal(a, b) {
+				t.Errorf("TPM property %#x: vtpm %x, reference %x", pt, a, b)
+			}
+		}
+	}
+	list()
+	for _, cmd := range [][]byte{
+		hierarchyControl(rhOwner, rhOwner, 0),
+		hierarchyControl(rhEndorsement, rhEndorsement, 0),
+		hierarchyControl(rhPlatform, rhPlatformNV, 0),
+	} {
+		sameResponse(t, d, cmd)
+		list()
+	}
+	sameResponse(t, d, hierarchyControl(rhPlatform, rhPlatform, 0))
+	list()
+	if n := len(d.v.handles(htPersistent)); n != 3 {
+		t.Errorf("%d persistent handles listed, want the 3 hidden ones", n)
+	}
+}

@@ -279,7 +279,10 @@ func putU32(b []byte, v uint32) {
 	b[0], b[1], b[2], b[3] = byte(v>>24), byte(v>>16), byte(v>>8), byte(v)
 }
 
-// handles lists the handles of one type in ascending order.
+// handles lists the handles of one type in ascending order. As in the
+// reference implementation (NvCapGetPersistent, NvCapGetIndex), persistent
+// objects and NV indices that a disabled hierarchy hides are listed; a
+// disabled hierarchy's loaded objects were flushed when it was disabled.
 func (t *TPM) handles(ht uint32) []uint32 {
 	var hs []uint32
 	switch ht {
