@@ -60,10 +60,10 @@ const (
 	maxCapHandles    = maxCapData / 4
 	maxCapCC         = maxCapData / 4
 	maxPCRProperties = maxCapData / 8
-	// MAX_TAGGED_POLICIES: sizeof(TPMS_TAGGED_POLICY) is 56 in the
+	// MAX_TAGGED_POLICIES: sizeof(TPMS_TAGGED_POLICY) is 72 in the
 	// reference implementation (a handle and a TPMT_HA of at most
-	// SHA-384 size, padded).
-	maxTaggedPolicies = maxCapData / 56
+	// SHA-512 size, padded).
+	maxTaggedPolicies = maxCapData / 72
 )
 
 // TPM_PT_PCR tags, Part 2, section 6.14.

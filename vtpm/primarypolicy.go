@@ -72,9 +72,6 @@ func (p *hierPolicy) alg() uint16 {
 // with hashAlg, may then authorize the hierarchy's handle. TPM2_Clear
 // removes the owner, endorsement and lockout policies, TPM Reset and TPM
 // Restart the platform policy (as platformAuth).
-//
-// The reference implementation supports neither SHA-512 nor 64-byte
-// digests; this TPM accepts SHA-512 policies, as it has SHA-512 PCRs.
 func (t *TPM) cmdSetPrimaryPolicy(c *call) uint32 {
 	r := &c.r
 	digest := r.b2b(maxDigestSize)

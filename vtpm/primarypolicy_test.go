@@ -36,8 +36,7 @@ func createPrimaryWithPolicy(h, s uint32) []byte {
 
 // TestDifferentialSetPrimaryPolicy compares TPM2_SetPrimaryPolicy and
 // TPM_CAP_AUTH_POLICIES, good and bad, with the reference TPM byte for
-// byte. SHA-512 is left out: the reference implements neither SHA-512 nor
-// 64-byte digests.
+// byte.
 func TestDifferentialSetPrimaryPolicy(t *testing.T) {
 	d := newDual(t)
 	d32 := bytes.Repeat([]byte{0xA5}, 32)
@@ -46,8 +45,9 @@ func TestDifferentialSetPrimaryPolicy(t *testing.T) {
 		setPrimaryPolicy(rhOwner, d32, algSHA256),
 		setPrimaryPolicy(rhEndorsement, d32[:20], algSHA1),
 		setPrimaryPolicy(rhLockout, bytes.Repeat([]byte{7}, 48), algSHA384),
-		setPrimaryPolicy(rhPlatform, d32, algSHA256),
+		setPrimaryPolicy(rhPlatform, bytes.Repeat([]byte{8}, 64), algSHA512),
 		authPoliciesCap(rhOwner, 16),
+		setPrimaryPolicy(rhPlatform, d32, algSHA256),
 		authPoliciesCap(0x40000000, 16),
 		authPoliciesCap(rhEndorsement, 16),
 		authPoliciesCap(rhEndorsement, 1),
@@ -64,6 +64,8 @@ func TestDifferentialSetPrimaryPolicy(t *testing.T) {
 		setPrimaryPolicy(rhOwner, d32, algNull),
 		setPrimaryPolicy(rhOwner, bytes.Repeat([]byte{1}, 65), algSHA256),
 		setPrimaryPolicy(rhOwner, bytes.Repeat([]byte{1}, 49), algSHA384),
+		setPrimaryPolicy(rhOwner, bytes.Repeat([]byte{1}, 48), algSHA512),
+		setPrimaryPolicy(rhOwner, bytes.Repeat([]byte{1}, 64), algSHA384),
 		// Not hash algorithms.
 		setPrimaryPolicy(rhOwner, d32, algAES),
 		setPrimaryPolicy(rhOwner, d32, algRSA),
@@ -311,91 +313,38 @@ func TestPrimaryPolicySealRoundTrip(t *testing.T) {
 	}
 }
 
-// TestSetPrimaryPolicySHA512 checks what this TPM adds to the reference:
-// SHA-512 policies, whose 64-byte digests the reference cannot hold.
-func TestSetPrimaryPolicySHA512(t *testing.T) {
-	v := newTestTPM(t)
-	admMust(t, v, qualify(rcSize, rcP|rcN), setPrimaryPolicy(rhOwner, make([]byte, 48), algSHA512))
-	admMust(t, v, rcSuccess, setPrimaryPolicy(rhOwner, ccPolicyDigest(algSHA512, ccCreatePrimary), algSHA512))
-	rsp, _ := v.Send(rawCommand(ccStartAuthSession, []uint32{rhNull, rhNull}, 0, nil,
+// TestDifferentialPlatformPolicyAtStartup checks on both TPMs that TPM
+// Restart (Shutdown(STATE), Startup(CLEAR)) removes the platform policy
+// and keeps the owner's, and on the vTPM that TPM Resume keeps both.
+func TestDifferentialPlatformPolicyAtStartup(t *testing.T) {
+	d := newDual(t)
+	pol := ccPolicyDigest(algSHA512, ccCreatePrimary)
+	sameResponse(t, d, setPrimaryPolicy(rhPlatform, pol, algSHA512))
+	sameResponse(t, d, setPrimaryPolicy(rhOwner, pol, algSHA512))
+	sameResponse(t, d, rawCommand(ccShutdown, nil, 0, nil, u16b(suState)))
+	powerRestart(t, d.v, suState, suState)
+	want := bytesOf(u32b(rhOwner), u16b(algSHA512), pol)
+	if got := admMust(t, d.v, rcSuccess, authPoliciesCap(rhOwner, 16)); !bytes.Contains(got, want) || !bytes.Contains(got, bytesOf(u32b(rhPlatform), u16b(algSHA512), pol)) {
+		t.Errorf("after TPM Resume: %x", got)
+	}
+	d.v.Send(rawCommand(ccShutdown, nil, 0, nil, u16b(suState)))
+	if err := d.v.PowerCycle(); err != nil {
+		t.Fatal(err)
+	}
+	admMust(t, d.v, rcSuccess, rawCommand(ccStartup, nil, 0, nil, u16b(suClear)))
+	if err := d.sim.(interface{ Reset() error }).Reset(); err != nil {
+		t.Fatal(err)
+	}
+	got := sameResponse(t, d, authPoliciesCap(rhOwner, 16))
+	if !bytes.Contains(got, want) || !bytes.Contains(got, bytesOf(u32b(rhPlatform), u16b(algNull))) {
+		t.Errorf("after TPM Restart: %x", got)
+	}
+	rsp := sameRC(t, d, rawCommand(ccStartAuthSession, []uint32{rhNull, rhNull}, 0, nil,
 		b2b(make([]byte, 16)), b2b(nil), []byte{sePolicy}, u16b(algNull), u16b(algSHA512)))
 	s := beU32(rsp[10:])
-	admMust(t, v, rcSuccess, rawCommand(ccPolicyCommandCode, []uint32{s}, 0, nil, u32b(ccCreatePrimary)))
-	admMust(t, v, rcSuccess, createPrimaryWithPolicy(rhOwner, s))
-}
-
-// recordPrimaryPolicyCommands returns the SetPrimaryPolicy stream of the
-// FuzzSend seeds: policies set, reported, used to authorize, refused and
-// cleared.
-func recordPrimaryPolicyCommands(t *testing.T, tp *sendLog) {
-	d32 := bytes.Repeat([]byte{0x5A}, 32)
-	for _, cmd := range [][]byte{
-		setPrimaryPolicy(rhOwner, ccPolicyDigest(algSHA256, ccCreatePrimary), algSHA256),
-		setPrimaryPolicy(rhLockout, ccPolicyDigest(algSHA1, ccDictionaryAttackLockReset), algSHA1),
-		setPrimaryPolicy(rhEndorsement, secretPolicyDigest(rhOwner), algSHA256),
-		setPrimaryPolicy(rhPlatform, bytes.Repeat([]byte{9}, 64), algSHA512),
-		authPoliciesCap(rhOwner, 16),
-		setPrimaryPolicy(rhOwner, d32[:20], algSHA256),
-		setPrimaryPolicy(rhOwner, d32, algAES),
-	} {
-		tp.Send(cmd)
-	}
-	s := rawPolicySession(t, tp, ccCreatePrimary)
-	tp.Send(createPrimaryWithPolicy(rhOwner, s))
-	tp.Send(rawCommand(ccFlushContext, nil, 0, nil, u32b(transientFirst)))
-	tp.Send(rawCommand(ccPolicySecret, []uint32{rhOwner, s}, 1, nil, b2b(nil), b2b(nil), b2b(nil), u32b(0)))
-	tp.Send(createPrimaryWithPolicy(rhEndorsement, s))
-	tp.Send(rawCommand(ccFlushContext, nil, 0, nil, u32b(transientFirst)))
-	tp.Send(rawCommand(ccPolicyCommandCode, []uint32{s}, 0, nil, u32b(ccCreatePrimary)))
-	tp.Send(createPrimaryWithPolicy(rhPlatform, s))
-	for _, cmd := range [][]byte{
-		setPrimaryPolicy(rhPlatform, nil, algNull),
-		rawCommand(ccClear, []uint32{rhPlatform}, 1, nil),
-		authPoliciesCap(rhOwner, 16),
-		rawCommand(ccPolicyCommandCode, []uint32{s}, 0, nil, u32b(ccCreatePrimary)),
-		createPrimaryWithPolicy(rhOwner, s),
-	} {
-		tp.Send(cmd)
-	}
-}
-
-// TestRecordPrimaryPolicyCommands writes, with -update, the FuzzSend seed
-// testdata/commands/admin-primary-policy.bin.
-func TestRecordPrimaryPolicyCommands(t *testing.T) {
-	if !*update {
-		t.Skip("run with -update to rewrite testdata/commands/admin-primary-policy.bin")
-	}
-	rec := &sendLog{tpm: newTestTPM(t)}
-	recordPrimaryPolicyCommands(t, rec)
-	writeCommands(t, "admin-primary-policy", rec.cmds)
-}
-
-// TestPrimaryPolicySeedRuns checks that the recorded seed still drives
-// SetPrimaryPolicy and the policies' use: on the fuzz base, most of its
-// commands succeed, among them the CreatePrimary calls that the owner's
-// and the endorsement's policies authorize.
-func TestPrimaryPolicySeedRuns(t *testing.T) {
-	base, err := loadFuzzBase()
-	if err != nil {
-		t.Fatal(err)
-	}
-	v, err := Open(base, testKey, OpenConfig{VMID: "fuzz"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer v.Close()
-	ok, n, created := 0, 0, 0
-	for _, cmd := range splitCommands(readSeed(t, "admin-primary-policy")) {
-		rsp, _ := v.Send(cmd)
-		n++
-		if rcOf(rsp) == rcSuccess {
-			ok++
-			if ccOf(cmd) == ccCreatePrimary {
-				created++
-			}
-		}
-	}
-	if n == 0 || ok*2 < n || created != 2 {
-		t.Errorf("%d of %d commands succeed, %d policy-authorized CreatePrimary (want 2)", ok, n, created)
+	sameResponse(t, d, rawCommand(ccPolicyCommandCode, []uint32{s}, 0, nil, u32b(ccCreatePrimary)))
+	sameResponse(t, d, createPrimaryWithPolicy(rhPlatform, s))
+	if rc := rcOf(sameRC(t, d, createPrimaryWithPolicy(rhOwner, s))); rc != rcSuccess {
+		t.Errorf("CreatePrimary with the owner's SHA-512 policy: rc %#x", rc)
 	}
 }
