@@ -51,7 +51,8 @@
 // PolicyNameHash, PolicyLocality, PolicyCounterTimer, PolicyNvWritten,
 // PolicyDuplicationSelect, PolicyTemplate, PolicyPhysicalPresence,
 // PolicyRestart, PolicyGetDigest), and trial sessions that compute policy
-// digests. Parameter encryption of the first command and response
+// digests. Policy sessions authorize objects, NV indices, and hierarchies
+// whose authPolicy TPM2_SetPrimaryPolicy set. Parameter encryption of the first command and response
 // parameter with AES-CFB (128 or 256 bits) or XOR, by authorization
 // sessions or by sessions that only encrypt; the size of an encrypted
 // parameter is checked against the bytes that follow it (the check whose
@@ -64,9 +65,14 @@
 // a migrated TPM starts without sessions.
 //
 // Not implemented: CMAC, derived objects (CreateLoaded under a derivation
-// parent), saving a hash sequence's context, and the commands not listed above (such as
-// TPM2_Commit, TPM2_CertifyX509 and the attached-component commands); they
-// answer TPM_RC_COMMAND_CODE or the reference's error.
+// parent), saving a hash sequence's context, PCR policies and authValues
+// (TPM_PT_PCR_POLICY and TPM_PT_PCR_AUTH list no PCR), the hierarchy
+// commands ChangePPS, ChangeEPS, ClearControl and NV_UndefineSpaceSpecial,
+// command audit (SetCommandCodeAuditStatus, GetCommandAuditDigest,
+// GetSessionAuditDigest), physical presence (PP_Commands), field upgrade,
+// and the other commands not listed above (such as TPM2_Commit,
+// TPM2_ECC_Parameters, TPM2_CertifyX509 and the attached-component
+// commands); they answer TPM_RC_COMMAND_CODE.
 //
 // The mssim and swtpm transports, which tpm2-tools and QEMU use, are in
 // package vtpm/server.
