@@ -313,6 +313,34 @@ func TestInteropTPM2Tools(t *testing.T) {
 		{name: "tpm2_flushcontext_or", deps: []string{"tpm2_startauthsession_or"}, args: []string{"tpm2_flushcontext",
 			"or.session"}},
 
+		// The owner hierarchy gets a policy (TPM2_SetPrimaryPolicy):
+		// PolicyCommandCode(CreatePrimary) authorizes CreatePrimary under
+		// it; a session with another policy is refused.
+		{name: "tpm2_startauthsession_trial_cc", args: []string{"tpm2_startauthsession", "-S", "trial_cc.ctx"}},
+		{name: "tpm2_policycommandcode_trial", deps: []string{"tpm2_startauthsession_trial_cc"}, args: []string{
+			"tpm2_policycommandcode", "-S", "trial_cc.ctx", "-L", "owner.policy", "TPM2_CC_CreatePrimary"}},
+		{name: "tpm2_flushcontext_trial_cc", deps: []string{"tpm2_startauthsession_trial_cc"}, args: []string{
+			"tpm2_flushcontext", "trial_cc.ctx"}},
+		{name: "tpm2_setprimarypolicy", deps: []string{"tpm2_policycommandcode_trial"}, args: []string{
+			"tpm2_setprimarypolicy", "-C", "o", "-L", "owner.policy", "-g", "sha256"}},
+		{name: "tpm2_startauthsession_owner", deps: []string{"tpm2_setprimarypolicy"}, args: []string{
+			"tpm2_startauthsession", "--policy-session", "-S", "owner.session"}},
+		{name: "tpm2_policycommandcode_owner", deps: []string{"tpm2_startauthsession_owner"}, args: []string{
+			"tpm2_policycommandcode", "-S", "owner.session", "TPM2_CC_CreatePrimary"}},
+		{name: "tpm2_createprimary_owner_policy", deps: []string{"tpm2_policycommandcode_owner"}, args: []string{
+			"tpm2_createprimary", "-C", "o", "-P", "session:owner.session", "-c", "owner_policy.ctx"}},
+		{name: "tpm2_flushcontext_owner", deps: []string{"tpm2_startauthsession_owner"}, args: []string{
+			"tpm2_flushcontext", "owner.session"}},
+		{name: "tpm2_startauthsession_owner_wrong", deps: []string{"tpm2_setprimarypolicy"}, args: []string{
+			"tpm2_startauthsession", "--policy-session", "-S", "owner_wrong.session"}},
+		{name: "tpm2_policycommandcode_owner_wrong", deps: []string{"tpm2_startauthsession_owner_wrong"}, args: []string{
+			"tpm2_policycommandcode", "-S", "owner_wrong.session", "TPM2_CC_Create"}},
+		{name: "tpm2_createprimary_owner_wrong_policy", deps: []string{"tpm2_policycommandcode_owner_wrong"},
+			args:   []string{"tpm2_createprimary", "-C", "o", "-P", "session:owner_wrong.session", "-c", "owner_wrong.ctx"},
+			failRC: 0x99D}, // TPM_RC_POLICY_FAIL, session 1
+		{name: "tpm2_flushcontext_owner_wrong", deps: []string{"tpm2_startauthsession_owner_wrong"}, args: []string{
+			"tpm2_flushcontext", "owner_wrong.session"}},
+
 		{name: "tpm2_shutdown", args: []string{"tpm2_shutdown", "-c"}},
 	}
 
