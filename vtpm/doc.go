@@ -37,7 +37,8 @@
 // SetPrimaryPolicy, Clear; the hierarchies' authPolicies are sealed with
 // the state and reported by TPM_CAP_AUTH_POLICIES), symmetric keys (EncryptDecrypt, EncryptDecrypt2, HMAC), hash and
 // HMAC sequences (Hash, HashSequenceStart, HMAC_Start, SequenceUpdate,
-// SequenceComplete, EventSequenceComplete), TestParms, and
+// SequenceComplete, EventSequenceComplete; ContextSave and ContextLoad of
+// a sequence, which continues where it was), TestParms, and
 // dictionary-attack protection (DictionaryAttackLockReset,
 // DictionaryAttackParameters).
 //
@@ -65,7 +66,7 @@
 // a migrated TPM starts without sessions.
 //
 // Not implemented: CMAC, derived objects (CreateLoaded under a derivation
-// parent), saving a hash sequence's context, PCR policies and authValues
+// parent), PCR policies and authValues
 // (TPM_PT_PCR_POLICY and TPM_PT_PCR_AUTH list no PCR), the hierarchy
 // commands ChangePPS, ChangeEPS, ClearControl and NV_UndefineSpaceSpecial,
 // command audit (SetCommandCodeAuditStatus, GetCommandAuditDigest,

@@ -137,6 +137,7 @@ func TestRecordCommands(t *testing.T) {
 	}
 	t.Run("clients", recordClientCommands)
 	t.Run("sessions", recordSessionCommands)
+	t.Run("sequence-contexts", recordSequenceContextCommands)
 }
 
 // writeCommands writes a recorded command stream to testdata/commands.

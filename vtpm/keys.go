@@ -461,6 +461,9 @@ func (t *TPM) cmdContextSave(c *call) uint32 {
 	if isSessionHandle(h) {
 		return t.saveSessionContext(c, h)
 	}
+	if q := t.sequenceAt(h); q != nil {
+		return t.saveSequenceContext(c, h, q)
+	}
 	if h>>24 != htTransient {
 		return qualify(rcHandle, rcH|rcN)
 	}
@@ -534,20 +537,17 @@ func (t *TPM) cmdContextLoad(c *call) uint32 {
 	if isSessionHandle(saved) {
 		return t.loadSessionContext(c, seq, saved, hier, mac, enc)
 	}
-	ek, iv, mk := t.contextKeys(hier, seq, saved)
-	ok := hmac.Equal(mac, t.contextMAC(mk, seq, saved, hier, enc))
-	clear(mk)
-	if !ok {
-		clear(ek)
-		return qualify(rcIntegrity, rcP|rcN)
+	pt, rc := t.openContext(seq, saved, hier, mac, enc)
+	if rc != rcSuccess {
+		return rc
 	}
 	if !t.hierarchyEnabled(hier) {
-		clear(ek)
+		clear(pt)
 		return qualify(rcHierarchy, rcP|rcN)
 	}
-	pt := append([]byte(nil), enc...)
-	cfbDecryptIV(ek, iv, pt)
-	clear(ek)
+	if saved == savedSequence {
+		return t.loadSequenceContext(c, hier, pt)
+	}
 	pr := newReader(pt)
 	o := &object{Hierarchy: hier}
 	o.Public = append([]byte(nil), pr.b2b(maxContextSize)...)
@@ -575,8 +575,8 @@ func (t *TPM) cmdContextLoad(c *call) uint32 {
 
 // validSavedHandle checks the savedHandle of a TPMS_CONTEXT
 // (TPMI_DH_SAVED): an HMAC or policy session handle, or one of the three
-// object context handles (0x80000001 is a sequence object's, which this
-// TPM never saves).
+// object context handles (an object's, a sequence object's, an stClear
+// object's).
 func validSavedHandle(h uint32) bool {
 	switch h {
 	case savedObject, savedObject + 1, savedSTClear:

@@ -23,10 +23,11 @@ import (
 // (flushed, lost at power off) is dropped after the command that removed
 // it (sweepSequences).
 //
-// ContextSave of a sequence saves the placeholder only: loading it back
-// gives an object that the sequence commands refuse (TPM_RC_MODE). Saving
-// the hash state in the context would need keys.go's context format to
-// carry it.
+// ContextSave of a sequence saves the whole sequence (saveSequenceContext):
+// its authValue and running hash states, under the saved handle
+// 0x80000001 that the reference implementation gives sequence contexts.
+// ContextLoad puts it in a new slot with a new placeholder, and it
+// continues where it was.
 
 const (
 	ccHMAC                  = 0x155
@@ -506,4 +507,106 @@ func (t *TPM) cmdEventSequenceComplete(c *call) uint32 {
 	}
 	t.flushSequence(c.h[1])
 	return rcSuccess
+}
+
+// savedSequence is the saved-context handle of a sequence, as in the
+// reference implementation (TPM2_ContextSave: 0x80000001, between the
+// ordinary and the stClear object).
+const savedSequence = 0x80000001
+
+// Sequence contexts (TPM2_ContextSave and TPM2_ContextLoad of a sequence,
+// Part 3, sections 28.2 and 28.3). The context blob is
+//
+//	MAC || CFB(authValue (TPM2B) || sequence (TPM2B, the CBOR of
+//	       docs/vtpm-state.md's sequence map))
+//
+// encrypted and MACed exactly as an object context (contextKeys,
+// contextMAC): under keys derived from the null hierarchy's proof, which a
+// TPM Reset replaces, and with the reset count, the context's sequence
+// number, its saved handle and its hierarchy in the MAC. A sequence is in
+// the null hierarchy, so its contexts load until the next TPM Reset, on
+// this TPM only, and survive TPM Restart and Resume (as the reference's,
+// whose sequence contexts do not carry the clear count). Like any object
+// context, and as in the reference implementation, a sequence context may
+// be loaded more than once while it is valid: each load is a separate
+// sequence that continues from the saved state. The sequence keeps its
+// authValue; as before the save it is exempt from dictionary-attack
+// protection and has the empty Name.
+
+// saveSequenceContext is TPM2_ContextSave of the sequence q in slot h. The
+// sequence stays loaded.
+func (t *TPM) saveSequenceContext(c *call, h uint32, q *sequence) uint32 {
+	st, err := q.MarshalCBOR()
+	if err != nil {
+		return rcFailure
+	}
+	var pw writer
+	pw.b2b(t.s.Transient[h].Auth)
+	pw.b2b(st)
+	clear(st)
+	t.writeContext(c, savedSequence, rhNull, pw.b)
+	clear(pw.b)
+	return rcSuccess
+}
+
+// loadSequenceContext is TPM2_ContextLoad of a sequence context, once
+// cmdContextLoad has checked and decrypted it: pt is cleared.
+func (t *TPM) loadSequenceContext(c *call, hier uint32, pt []byte) uint32 {
+	defer clear(pt)
+	r := newReader(pt)
+	auth := r.b2b(maxDigestSize)
+	st := r.b2b(maxContextSize)
+	var q sequence
+	// The MAC covers the blob, so a malformed plaintext means a TPM
+	// defect (the reference fails); refuse it as a bad context.
+	if !r.ok() || !r.empty() || hier != rhNull || q.UnmarshalCBOR(st) != nil {
+		q.clear()
+		return qualify(rcIntegrity, rcP|rcN)
+	}
+	h := t.newSequence(&q, auth)
+	if h == 0 {
+		q.clear()
+		return rcObjectMemory
+	}
+	c.outHandle = h
+	return rcSuccess
+}
+
+// writeContext writes the TPMS_CONTEXT of a saved object with the next
+// context sequence number: sequence, savedHandle, hierarchy and the blob
+// MAC || pt, pt encrypted in place (Part 2, section 14.3; the blob's form
+// is this TPM's own).
+func (t *TPM) writeContext(c *call, saved, hier uint32, pt []byte) {
+	t.s.ContextSeq++
+	seq := t.s.ContextSeq
+	ek, iv, mk := t.contextKeys(hier, seq, saved)
+	cfbEncryptIV(ek, iv, pt)
+	mac := t.contextMAC(mk, seq, saved, hier, pt)
+	c.w.u64(seq)
+	c.w.u32(saved)
+	c.w.u32(hier)
+	s := c.w.begin2b()
+	c.w.b2b(mac)
+	c.w.raw(pt)
+	c.w.end2b(s)
+	clear(ek)
+	clear(mk)
+}
+
+// openContext checks the MAC of an object or sequence context blob (its
+// integrity value and encrypted part) and returns its decrypted contents,
+// which the caller clears. A blob that is changed, from another TPM or
+// hierarchy, or from before a TPM Reset is TPM_RC_INTEGRITY.
+func (t *TPM) openContext(seq uint64, saved, hier uint32, mac, enc []byte) ([]byte, uint32) {
+	ek, iv, mk := t.contextKeys(hier, seq, saved)
+	ok := hmac.Equal(mac, t.contextMAC(mk, seq, saved, hier, enc))
+	clear(mk)
+	if !ok {
+		clear(ek)
+		return nil, qualify(rcIntegrity, rcP|rcN)
+	}
+	pt := append([]byte(nil), enc...)
+	cfbDecryptIV(ek, iv, pt)
+	clear(ek)
+	return pt, rcSuccess
 }
