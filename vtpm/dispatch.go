@@ -24,6 +24,8 @@ const (
 	hkPolicySession                   // TPMI_SH_POLICY
 	hkLockout                         // TPMI_RH_LOCKOUT
 	hkPlatform                        // TPMI_RH_PLATFORM
+	hkEndorsement                     // TPMI_RH_ENDORSEMENT
+	hkHMACSession                     // TPMI_SH_HMAC
 )
 
 // role is the authorization role a command requires for a handle (Part 1,
@@ -66,6 +68,7 @@ type call struct {
 	cpBytes   []byte // the parameter area as sent, for cpHash
 	cpHashes  []algDigest
 	dec, enc  int // 1 + the index of the decrypt and encrypt sessions, or 0
+	audit     int // 1 + the index of the audit session, or 0
 }
 
 // sessionIn is one entry of a command's authorization area and what
@@ -145,6 +148,10 @@ func (t *TPM) finish(c *call, rc uint32) []byte {
 	params := len(c.w.b) - rspPrefix
 	if c.tag == stSessions {
 		t.responseSessions(c)
+	} else if !noSessions(c.def.cc) {
+		// A command that could have had an audit session but had none
+		// ends the exclusivity of audit (UpdateAuditSessionStatus).
+		t.clearExclusiveAudit()
 	}
 	pre := 10
 	if c.def.rHandle {
@@ -210,6 +217,7 @@ func (t *TPM) responseSessions(c *call) {
 		rpHashes = append(rpHashes, algDigest{alg, d})
 		return d
 	}
+	t.auditResponse(c, rpHash)
 	for i := 0; i < c.nsess; i++ {
 		in := &c.sess[i]
 		s := in.s
@@ -345,6 +353,11 @@ func (t *TPM) run(c *call, cmd []byte) uint32 {
 			return rcAuthMissing
 		}
 		c.cpBytes = r.b
+		if c.audit != 0 {
+			// The audit digest takes the cpHash of the command as
+			// sent, with the Names the handles have before it runs.
+			t.cpHash(c, c.sess[c.audit-1].s.hashAlg)
+		}
 		for i := 0; i < c.nsess; i++ {
 			if rc := t.authorize(c, i); rc != rcSuccess {
 				return rc
@@ -398,8 +411,11 @@ func noSessions(cc uint32) bool {
 // session has no nonce and no attribute but continueSession; any other
 // session must be loaded, appear once, and may be the one decrypt and the
 // one encrypt session if the command has a TPM2B first parameter and the
-// session a symmetric algorithm. Audit sessions are not implemented and
-// are refused with TPM_RC_ATTRIBUTES.
+// session a symmetric algorithm, and one HMAC session may audit the
+// command (audit.go): with auditExclusive, unless it also has auditReset
+// or is audited for the first time, it must be the exclusive audit
+// session (TPM_RC_EXCLUSIVE). auditExclusive and auditReset without audit
+// are ignored, as in the reference implementation.
 func (t *TPM) retrieveSession(c *call, n int) uint32 {
 	in := &c.sess[n]
 	q := rcS | uint32(n+1)<<8
@@ -441,8 +457,14 @@ func (t *TPM) retrieveSession(c *call, n int) uint32 {
 		}
 		c.enc = n + 1
 	}
-	if in.attrs&(saAudit|saAuditExclusive|saAuditReset) != 0 {
-		return qualify(rcAttributes, q)
+	if in.attrs&saAudit != 0 {
+		if c.audit != 0 || s.typ != seHMAC {
+			return qualify(rcAttributes, q)
+		}
+		if in.attrs&(saAuditReset|saAuditExclusive) == saAuditExclusive && s.isAudit && !s.auditExclusive {
+			return rcExclusive
+		}
+		c.audit = n + 1
 	}
 	return rcSuccess
 }
@@ -487,6 +509,10 @@ func validHandle(k handleKind, h uint32) bool {
 		return h == rhLockout
 	case hkPlatform:
 		return h == rhPlatform
+	case hkEndorsement:
+		return h == rhEndorsement
+	case hkHMACSession:
+		return h-hmacSessionFirst < maxActiveSessions
 	}
 	return false
 }

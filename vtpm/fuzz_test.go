@@ -138,6 +138,7 @@ func TestRecordCommands(t *testing.T) {
 	t.Run("clients", recordClientCommands)
 	t.Run("sessions", recordSessionCommands)
 	t.Run("sequence-contexts", recordSequenceContextCommands)
+	t.Run("audit", recordAuditCommands)
 }
 
 // writeCommands writes a recorded command stream to testdata/commands.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding"
 	"encoding/binary"
+	mrand "math/rand/v2"
 	"testing"
 	"testing/cryptotest"
 
@@ -346,13 +347,20 @@ func sequenceContextScenario(d transport.TPM) {
 	sendOne(d, eventSeqComplete(16, h+1, nil, data))
 }
 
-// recordSequenceContextCommands writes sequenceContextSeed on the fuzz
-// base TPM (TestRecordCommands/sequence-contexts).
-func recordSequenceContextCommands(t *testing.T) {
+// recordOnFuzzBase records the commands of scenario, run on the fuzz
+// base TPM with FuzzSend's randomness and the raw client's own
+// deterministic nonces, as the FuzzSend seed testdata/commands/name.bin,
+// so that FuzzSend replays it with the nonces and context keys it was
+// recorded with.
+func recordOnFuzzBase(t *testing.T, name string, scenario func(d transport.TPM)) {
 	base, err := loadFuzzBase()
 	if err != nil {
 		t.Fatal(err)
 	}
+	saveRand := rawClientRand
+	defer func() { rawClientRand = saveRand }()
+	clientRand := mrand.NewChaCha8([32]byte{'c', 'l', 'i', 'e', 'n', 't'})
+	rawClientRand = func(b []byte) { clientRand.Read(b) }
 	cryptotest.SetGlobalRandom(t, fuzzRandSeed)
 	v, err := Open(base, testKey, OpenConfig{VMID: "fuzz"})
 	if err != nil {
@@ -360,15 +368,20 @@ func recordSequenceContextCommands(t *testing.T) {
 	}
 	defer v.Close()
 	rec := &sendLog{tpm: v}
-	sequenceContextScenario(rec)
-	writeCommands(t, sequenceContextSeed, rec.cmds)
+	scenario(rec)
+	writeCommands(t, name, rec.cmds)
 }
 
-// TestSequenceContextSeedReplays checks that FuzzSend, replaying the
-// sequence-context seed, gets as far as the recording did: every
-// ContextLoad but the tampered one succeeds, and so do the sequences.
-func TestSequenceContextSeedReplays(t *testing.T) {
-	b := readSeed(t, sequenceContextSeed)
+// recordSequenceContextCommands writes sequenceContextSeed
+// (TestRecordCommands/sequence-contexts).
+func recordSequenceContextCommands(t *testing.T) {
+	recordOnFuzzBase(t, sequenceContextSeed, sequenceContextScenario)
+}
+
+// replaySeed replays a seed of testdata/commands as FuzzSend does and
+// returns each command's response code.
+func replaySeed(t *testing.T, name string) (ccs, rcs []uint32) {
+	b := readSeed(t, name)
 	base, err := loadFuzzBase()
 	if err != nil {
 		t.Fatal(err)
@@ -379,16 +392,28 @@ func TestSequenceContextSeedReplays(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer v.Close()
-	loads, failed := 0, 0
 	for _, cmd := range splitCommands(b) {
 		rsp, _ := v.Send(cmd)
-		if ccOf(cmd) == ccContextLoad {
+		ccs = append(ccs, ccOf(cmd))
+		rcs = append(rcs, rcOf(rsp))
+	}
+	return ccs, rcs
+}
+
+// TestSequenceContextSeedReplays checks that FuzzSend, replaying the
+// sequence-context seed, gets as far as the recording did: every
+// ContextLoad but the tampered one succeeds, and so do the sequences.
+func TestSequenceContextSeedReplays(t *testing.T) {
+	ccs, rcs := replaySeed(t, sequenceContextSeed)
+	loads, failed := 0, 0
+	for i, cc := range ccs {
+		if cc == ccContextLoad {
 			loads++
 		}
-		if rcOf(rsp) != rcSuccess {
+		if rcs[i] != rcSuccess {
 			failed++
-			if ccOf(cmd) != ccContextLoad {
-				t.Errorf("command %#x: rc %#x", ccOf(cmd), rcOf(rsp))
+			if cc != ccContextLoad {
+				t.Errorf("command %d (%#x): rc %#x", i, cc, rcs[i])
 			}
 		}
 	}

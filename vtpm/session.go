@@ -38,6 +38,14 @@ type session struct {
 	// policy is the state of a policy or trial session (policy.go).
 	policy policyState
 
+	// Audit (audit.go): isAudit once the session audited a command;
+	// auditDigest[:hash size] its sessionDigest; auditExclusive for the
+	// one exclusive audit session. They stay in the TPM while the
+	// session's context is saved.
+	isAudit        bool
+	auditExclusive bool
+	auditDigest    [maxDigestSize]byte
+
 	saved    bool
 	savedSeq uint64
 }
