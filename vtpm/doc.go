@@ -35,10 +35,11 @@
 // Increment, Extend, SetBits, ChangeAuth, Certify, ReadLock, WriteLock,
 // GlobalWriteLock), hierarchies (HierarchyChangeAuth, HierarchyControl,
 // SetPrimaryPolicy, Clear; the hierarchies' authPolicies are sealed with
-// the state and reported by TPM_CAP_AUTH_POLICIES), symmetric keys (EncryptDecrypt, EncryptDecrypt2, HMAC), hash and
-// HMAC sequences (Hash, HashSequenceStart, HMAC_Start, SequenceUpdate,
-// SequenceComplete, EventSequenceComplete; ContextSave and ContextLoad of
-// a sequence, which continues where it was), TestParms, and
+// the state and reported by TPM_CAP_AUTH_POLICIES), symmetric keys
+// (EncryptDecrypt, EncryptDecrypt2, HMAC), hash and HMAC sequences
+// (Hash, HashSequenceStart, HMAC_Start, SequenceUpdate, SequenceComplete,
+// EventSequenceComplete; ContextSave and ContextLoad of a sequence, which
+// continues where it was), TestParms, and
 // dictionary-attack protection (DictionaryAttackLockReset,
 // DictionaryAttackParameters).
 //
@@ -53,27 +54,28 @@
 // PolicyDuplicationSelect, PolicyTemplate, PolicyPhysicalPresence,
 // PolicyRestart, PolicyGetDigest), and trial sessions that compute policy
 // digests. Policy sessions authorize objects, NV indices, and hierarchies
-// whose authPolicy TPM2_SetPrimaryPolicy set. Parameter encryption of the first command and response
-// parameter with AES-CFB (128 or 256 bits) or XOR, by authorization
-// sessions or by sessions that only encrypt; the size of an encrypted
+// whose authPolicy TPM2_SetPrimaryPolicy set. Parameter encryption of the
+// first command and response parameter with AES-CFB (128 or 256 bits) or
+// XOR, by authorization sessions or by sessions that only encrypt; the size of an encrypted
 // parameter is checked against the bytes that follow it (the check whose
 // absence was CVE-2023-1017/1018). HMAC and policy sessions can be saved
 // and loaded with ContextSave and ContextLoad; a context loads once.
-// Audit sessions are not implemented: a session with the audit attribute
-// is refused with TPM_RC_ATTRIBUTES. Sixteen sessions may be loaded at a
+// HMAC sessions audit commands (session audit: the session digest extended
+// with cpHash and rpHash, auditExclusive and auditReset), and
+// GetSessionAuditDigest attests the digest with the privacy
+// administrator's authorization. Sixteen sessions may be loaded at a
 // time (the reference implementation holds three). Sessions are volatile:
 // a power cycle loses them, and they are not part of the sealed state, so
 // a migrated TPM starts without sessions.
 //
 // Not implemented: CMAC, derived objects (CreateLoaded under a derivation
-// parent), PCR policies and authValues
-// (TPM_PT_PCR_POLICY and TPM_PT_PCR_AUTH list no PCR), the hierarchy
-// commands ChangePPS, ChangeEPS, ClearControl and NV_UndefineSpaceSpecial,
-// command audit (SetCommandCodeAuditStatus, GetCommandAuditDigest,
-// GetSessionAuditDigest), physical presence (PP_Commands), field upgrade,
-// and the other commands not listed above (such as TPM2_Commit,
-// TPM2_ECC_Parameters, TPM2_CertifyX509 and the attached-component
-// commands); they answer TPM_RC_COMMAND_CODE.
+// parent), PCR policies and authValues (TPM_PT_PCR_POLICY and
+// TPM_PT_PCR_AUTH list no PCR), the hierarchy commands ChangePPS,
+// ChangeEPS, ClearControl and NV_UndefineSpaceSpecial, command audit
+// (SetCommandCodeAuditStatus, GetCommandAuditDigest), physical presence
+// (PP_Commands), field upgrade, and the other commands not listed above
+// (such as TPM2_Commit, TPM2_ECC_Parameters, TPM2_CertifyX509 and the
+// attached-component commands); they answer TPM_RC_COMMAND_CODE.
 //
 // The mssim and swtpm transports, which tpm2-tools and QEMU use, are in
 // package vtpm/server.
