@@ -56,9 +56,9 @@
 // digests. Policy sessions authorize objects, NV indices, and hierarchies
 // whose authPolicy TPM2_SetPrimaryPolicy set. Parameter encryption of the
 // first command and response parameter with AES-CFB (128 or 256 bits) or
-// XOR, by authorization sessions or by sessions that only encrypt; the size of an encrypted
-// parameter is checked against the bytes that follow it (the check whose
-// absence was CVE-2023-1017/1018). HMAC and policy sessions can be saved
+// XOR, by authorization sessions or by sessions that only encrypt; the
+// size of an encrypted parameter is checked against the bytes that follow
+// it (the check whose absence was CVE-2023-1017/1018). HMAC and policy sessions can be saved
 // and loaded with ContextSave and ContextLoad; a context loads once.
 // HMAC sessions audit commands (session audit: the session digest extended
 // with cpHash and rpHash, auditExclusive and auditReset), and
