@@ -44,29 +44,29 @@
 // DictionaryAttackParameters).
 //
 // Authorization (Part 1, section 19): password sessions; HMAC sessions,
-// unsalted or salted with an RSA (OAEP) or ECC (ECDH, KDFe)
-// key, bound or unbound, with command and response HMACs, rolling nonces,
-// continueSession and dictionary-attack accounting of wrong HMACs; policy
-// sessions and the policy commands (PolicyPCR, PolicySecret, PolicySigned,
-// PolicyTicket, PolicyAuthValue, PolicyPassword, PolicyCommandCode,
-// PolicyOR, PolicyAuthorize, PolicyNV, PolicyAuthorizeNV, PolicyCpHash,
+// unsalted or salted with an RSA (OAEP) or ECC (ECDH, KDFe) key, bound or
+// unbound, with command and response HMACs, rolling nonces, continueSession
+// and dictionary-attack accounting of wrong HMACs; policy sessions and the
+// policy commands (PolicyPCR, PolicySecret, PolicySigned, PolicyTicket,
+// PolicyAuthValue, PolicyPassword, PolicyCommandCode, PolicyOR,
+// PolicyAuthorize, PolicyNV, PolicyAuthorizeNV, PolicyCpHash,
 // PolicyNameHash, PolicyLocality, PolicyCounterTimer, PolicyNvWritten,
 // PolicyDuplicationSelect, PolicyTemplate, PolicyPhysicalPresence,
 // PolicyRestart, PolicyGetDigest), and trial sessions that compute policy
 // digests. Policy sessions authorize objects, NV indices, and hierarchies
 // whose authPolicy TPM2_SetPrimaryPolicy set. Parameter encryption of the
 // first command and response parameter with AES-CFB (128 or 256 bits) or
-// XOR, by authorization sessions or by sessions that only encrypt; the
-// size of an encrypted parameter is checked against the bytes that follow
-// it (the check whose absence was CVE-2023-1017/1018). HMAC and policy sessions can be saved
-// and loaded with ContextSave and ContextLoad; a context loads once.
-// HMAC sessions audit commands (session audit: the session digest extended
-// with cpHash and rpHash, auditExclusive and auditReset), and
-// GetSessionAuditDigest attests the digest with the privacy
-// administrator's authorization. Sixteen sessions may be loaded at a
-// time (the reference implementation holds three). Sessions are volatile:
-// a power cycle loses them, and they are not part of the sealed state, so
-// a migrated TPM starts without sessions.
+// XOR, by authorization sessions or by sessions that only encrypt; the size
+// of an encrypted parameter is checked against the bytes that follow it (the
+// check whose absence was CVE-2023-1017/1018). HMAC and policy sessions can
+// be saved and loaded with ContextSave and ContextLoad; a context loads
+// once. HMAC sessions audit commands (session audit: the session digest
+// extended with cpHash and rpHash, auditExclusive and auditReset), and
+// GetSessionAuditDigest attests the digest with the privacy administrator's
+// authorization. Sixteen sessions may be loaded at a time (the reference
+// implementation holds three). Sessions are volatile: a power cycle loses
+// them, and they are not part of the sealed state, so a migrated TPM starts
+// without sessions.
 //
 // Not implemented: CMAC, derived objects (CreateLoaded under a derivation
 // parent), PCR policies and authValues (TPM_PT_PCR_POLICY and
