@@ -7,6 +7,7 @@ import (
 	"context"
 	"crypto/aes"
 	"crypto/cipher"
+	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
 	"net"
@@ -141,6 +142,19 @@ func TestInteropTPM2Tools(t *testing.T) {
 			"-f", "pem", "-o", "ak.pem"}},
 		{name: "tpm2_checkquote", deps: []string{"tpm2_quote", "tpm2_readpublic"}, args: []string{"tpm2_checkquote",
 			"-u", "ak.pem", "-m", "quote.msg", "-s", "quote.sig", "-f", "quote.pcrs", "-g", "sha256", "-q", "abcdef"}},
+
+		// Session audit: a GetRandom audited by an HMAC session, then
+		// the session's digest attested by the AK; it must be
+		// SHA-256(zeros ‖ cpHash ‖ rpHash) of that GetRandom.
+		{name: "tpm2_startauthsession_audit", args: []string{"tpm2_startauthsession", "--audit-session",
+			"-S", "audit.session"}},
+		{name: "tpm2_getrandom_audit", deps: []string{"tpm2_startauthsession_audit"}, args: []string{"tpm2_getrandom",
+			"8", "-S", "audit.session", "--cphash", "audit.cphash", "--rphash", "audit.rphash", "-o", "audit.rand"}},
+		{name: "tpm2_getsessionauditdigest", deps: []string{"tpm2_getrandom_audit", "tpm2_load"}, args: []string{
+			"tpm2_getsessionauditdigest", "-c", "ak.ctx", "-g", "sha256", "-m", "audit.msg", "-s", "audit.sig",
+			"-S", "audit.session"}, check: sessionAuditIs("audit.msg", "audit.cphash", "audit.rphash")},
+		{name: "tpm2_flushcontext_audit", deps: []string{"tpm2_startauthsession_audit"}, args: []string{
+			"tpm2_flushcontext", "audit.session"}},
 
 		{name: "tpm2_nvdefine", args: []string{"tpm2_nvdefine", "0x1500016", "-C", "o", "-s", "16",
 			"-a", "ownerread|ownerwrite"}},
@@ -402,5 +416,49 @@ func TestInteropTPM2Tools(t *testing.T) {
 				t.Logf("%s", l)
 			}
 		})
+	}
+}
+
+// sessionAuditIs checks the TPMS_ATTEST of TPM2_GetSessionAuditDigest in
+// file msg: a session audit attestation whose sessionDigest is
+// SHA-256(zeros ‖ cpHash ‖ rpHash) of the one audited command, whose
+// cpHash and rpHash tpm2-tools wrote to the files cp and rp. (Whether the
+// session is still exclusive is not checked: the tool's own ContextLoads
+// between the two commands end the exclusivity, as on any TPM.)
+func sessionAuditIs(msg, cp, rp string) func(dir string) error {
+	return func(dir string) error {
+		var files [3][]byte
+		for i, name := range []string{msg, cp, rp} {
+			b, err := os.ReadFile(filepath.Join(dir, name))
+			if err != nil {
+				return err
+			}
+			files[i] = b
+		}
+		att, err := tpm2.Unmarshal[tpm2.TPMSAttest](files[0])
+		if err != nil {
+			return fmt.Errorf("%s: %v", msg, err)
+		}
+		if att.Type != tpm2.TPMSTAttestSessionAudit {
+			return fmt.Errorf("%s: attestation type %#x", msg, att.Type)
+		}
+		audit, err := att.Attested.SessionAudit()
+		if err != nil {
+			return err
+		}
+		h := sha256.New()
+		h.Write(make([]byte, sha256.Size))
+		for i, name := range []string{cp, rp} { // each a TPM2B_DIGEST
+			d, err := tpm2.Unmarshal[tpm2.TPM2BDigest](files[i+1])
+			if err != nil || len(d.Buffer) != sha256.Size {
+				return fmt.Errorf("%s: %x is not a SHA-256 TPM2B_DIGEST", name, files[i+1])
+			}
+			h.Write(d.Buffer)
+		}
+		if want := h.Sum(nil); !bytes.Equal(audit.SessionDigest.Buffer, want) {
+			return fmt.Errorf("sessionDigest %x, want SHA-256(0 ‖ cpHash %x ‖ rpHash %x) = %x",
+				audit.SessionDigest.Buffer, files[1], files[2], want)
+		}
+		return nil
 	}
 }
