@@ -170,7 +170,25 @@ func (t *TPM) cmdGetCapability(c *call) uint32 {
 			k++
 		}
 		putU32(w.b[cnt:], uint32(k))
-	case capPPCommands, capAuditCommands:
+	case capAuditCommands:
+		// The audited commands from prop on (CommandAuditCapGetCCList).
+		n := limit(maxCapCC)
+		cnt := len(w.b)
+		w.u32(0)
+		k := 0
+		for cc, d := range commands {
+			if d == nil || uint32(cc) < prop || !t.s.Audit.audited(uint32(cc)) {
+				continue
+			}
+			if k == n {
+				moreData = true
+				break
+			}
+			w.u32(uint32(cc))
+			k++
+		}
+		putU32(w.b[cnt:], uint32(k))
+	case capPPCommands:
 		w.u32(0)
 	case capPCRs:
 		// The current allocation (TPM2_PCR_Allocate takes effect at the
@@ -429,8 +447,8 @@ func (t *TPM) properties() [][2]uint32 {
 		{0x20F, s.DA.MaxTries},
 		{0x210, s.DA.RecoveryTime},
 		{0x211, s.DA.LockoutRecovery},
-		{0x212, 0},
-		{0x213, 0},
-		{0x214, 0},
+		{0x212, 0},                             // TPM_PT_NV_WRITE_RECOVERY
+		{0x213, uint32(s.Audit.Counter >> 32)}, // TPM_PT_AUDIT_COUNTER_0
+		{0x214, uint32(s.Audit.Counter)},       // TPM_PT_AUDIT_COUNTER_1
 	}
 }

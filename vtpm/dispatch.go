@@ -67,8 +67,9 @@ type call struct {
 	nsess     int
 	cpBytes   []byte // the parameter area as sent, for cpHash
 	cpHashes  []algDigest
-	dec, enc  int // 1 + the index of the decrypt and encrypt sessions, or 0
-	audit     int // 1 + the index of the audit session, or 0
+	dec, enc  int  // 1 + the index of the decrypt and encrypt sessions, or 0
+	audit     int  // 1 + the index of the audit session, or 0
+	cmdAudit  bool // the command is in the command audit list (cmdaudit.go)
 }
 
 // sessionIn is one entry of a command's authorization area and what
@@ -148,10 +149,14 @@ func (t *TPM) finish(c *call, rc uint32) []byte {
 	params := len(c.w.b) - rspPrefix
 	if c.tag == stSessions {
 		t.responseSessions(c)
-	} else if !noSessions(c.def.cc) {
-		// A command that could have had an audit session but had none
-		// ends the exclusivity of audit (UpdateAuditSessionStatus).
-		t.clearExclusiveAudit()
+	} else {
+		if !noSessions(c.def.cc) {
+			// A command that could have had an audit session but had
+			// none ends the exclusivity of audit
+			// (UpdateAuditSessionStatus).
+			t.clearExclusiveAudit()
+		}
+		t.commandAuditResponse(c, rpHasher(c, c.w.b[rspPrefix:]))
 	}
 	pre := 10
 	if c.def.rHandle {
@@ -200,24 +205,9 @@ func (t *TPM) responseSessions(c *call) {
 	if c.enc != 0 {
 		t.encryptResponse(c, params)
 	}
-	var rpHashes []algDigest
-	rpHash := func(alg uint16) []byte {
-		for _, d := range rpHashes {
-			if d.alg == alg {
-				return d.digest
-			}
-		}
-		// rpHash = H(responseCode || commandCode || parameters).
-		h := hashOf(alg).New()
-		var b [8]byte
-		putU32(b[4:], c.def.cc)
-		h.Write(b[:])
-		h.Write(params)
-		d := h.Sum(nil)
-		rpHashes = append(rpHashes, algDigest{alg, d})
-		return d
-	}
+	rpHash := rpHasher(c, params)
 	t.auditResponse(c, rpHash)
+	t.commandAuditResponse(c, rpHash)
 	for i := 0; i < c.nsess; i++ {
 		in := &c.sess[i]
 		s := in.s
@@ -245,6 +235,28 @@ func (t *TPM) responseSessions(c *call) {
 		if in.attrs&saContinueSession == 0 {
 			t.flushSession(s.handle)
 		}
+	}
+}
+
+// rpHasher returns a function that computes, once per algorithm, the
+// rpHash of a successful response with parameters params (Part 1, section
+// 18.8): H(responseCode || commandCode || parameters).
+func rpHasher(c *call, params []byte) func(alg uint16) []byte {
+	var rpHashes []algDigest
+	return func(alg uint16) []byte {
+		for _, d := range rpHashes {
+			if d.alg == alg {
+				return d.digest
+			}
+		}
+		h := hashOf(alg).New()
+		var b [8]byte
+		putU32(b[4:], c.def.cc)
+		h.Write(b[:])
+		h.Write(params)
+		d := h.Sum(nil)
+		rpHashes = append(rpHashes, algDigest{alg, d})
+		return d
 	}
 }
 
@@ -363,6 +375,9 @@ func (t *TPM) run(c *call, cmd []byte) uint32 {
 				return rc
 			}
 		}
+		// Command audit takes the cpHash of the parameters as sent,
+		// before decryption (CheckCommandAudit).
+		t.startCommandAudit(c)
 		if c.dec != 0 {
 			params, rc := t.decryptCommand(c, r.b)
 			if rc != rcSuccess {
@@ -374,6 +389,7 @@ func (t *TPM) run(c *call, cmd []byte) uint32 {
 		return rcAuthMissing
 	} else {
 		c.cpBytes = r.b
+		t.startCommandAudit(c)
 	}
 
 	c.r = newReader(r.b)

@@ -139,6 +139,7 @@ func TestRecordCommands(t *testing.T) {
 	t.Run("sessions", recordSessionCommands)
 	t.Run("sequence-contexts", recordSequenceContextCommands)
 	t.Run("audit", recordAuditCommands)
+	t.Run("cmdaudit", recordCmdAuditCommands)
 }
 
 // writeCommands writes a recorded command stream to testdata/commands.

@@ -92,6 +92,9 @@ func (t *TPM) cmdClear(c *call) uint32 {
 	s.TimeBase -= s.Clock // modular: Clock - TimeBase is unchanged
 	s.Clock = 0
 	s.ResetCount, s.RestartCount = 0, 0
+	// The command audit counter starts again too; the audited commands,
+	// the algorithm and the digest stay.
+	s.Audit.Counter = 0
 	return rcSuccess
 }
 

@@ -248,7 +248,7 @@ func (s *state) valid() bool {
 			return false
 		}
 	}
-	return true
+	return s.Audit.valid()
 }
 
 func (o *object) valid() bool {

@@ -69,6 +69,11 @@ type state struct {
 	// a state reads as it did before they existed.
 	Policies primaryPolicies `cbor:"85,keyasint,omitempty"`
 
+	// Audit is the command audit state (TPM2_SetCommandCodeAuditStatus,
+	// cmdaudit.go). Omitted while it is that of a new TPM, so that such
+	// a state reads as it did before command audit existed.
+	Audit commandAudit `cbor:"86,keyasint,omitempty"`
+
 	// Sequences holds the hash, HMAC and event sequences by transient
 	// handle (sequence.go). A sequence occupies its handle's slot in
 	// Transient with a placeholder object.
@@ -241,4 +246,5 @@ func (t *TPM) adminStartup(kind int, orderly bool) {
 		}
 	}
 	t.daStartup(orderly)
+	t.commandAuditStartup(kind)
 }
