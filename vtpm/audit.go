@@ -21,7 +21,7 @@ package vtpm
 // volatile like the sessions themselves.
 //
 // Command audit (TPM2_SetCommandCodeAuditStatus,
-// TPM2_GetCommandAuditDigest) is not implemented.
+// TPM2_GetCommandAuditDigest) is in cmdaudit.go.
 
 const (
 	ccGetSessionAuditDigest = 0x14D

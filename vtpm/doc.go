@@ -68,11 +68,19 @@
 // them, and they are not part of the sealed state, so a migrated TPM starts
 // without sessions.
 //
+// Command audit: SetCommandCodeAuditStatus sets, with owner or platform
+// authorization, the audited commands and the audit hash algorithm; after
+// each successful audited command, with or without sessions, the audit
+// digest is extended with its cpHash and rpHash; GetCommandAuditDigest
+// attests the digest, the audit counter and a digest of the list, with the
+// privacy administrator's authorization, and a signed attestation starts a
+// new digest. The list, algorithm, counter and digest are sealed with the
+// state; TPM Reset empties the digest, as in the reference implementation.
+//
 // Not implemented: CMAC, derived objects (CreateLoaded under a derivation
 // parent), PCR policies and authValues (TPM_PT_PCR_POLICY and
 // TPM_PT_PCR_AUTH list no PCR), the hierarchy commands ChangePPS,
-// ChangeEPS, ClearControl and NV_UndefineSpaceSpecial, command audit
-// (SetCommandCodeAuditStatus, GetCommandAuditDigest), physical presence
+// ChangeEPS, ClearControl and NV_UndefineSpaceSpecial, physical presence
 // (PP_Commands), field upgrade, and the other commands not listed above
 // (such as TPM2_Commit, TPM2_ECC_Parameters, TPM2_CertifyX509 and the
 // attached-component commands); they answer TPM_RC_COMMAND_CODE.
