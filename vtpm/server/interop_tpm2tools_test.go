@@ -7,9 +7,14 @@ import (
 	"context"
 	"crypto/aes"
 	"crypto/cipher"
+	"crypto/ecdsa"
 	"crypto/sha256"
+	"crypto/x509"
+	"encoding/binary"
 	"encoding/hex"
+	"encoding/pem"
 	"fmt"
+	"math/big"
 	"net"
 	"os"
 	"os/exec"
@@ -155,6 +160,24 @@ func TestInteropTPM2Tools(t *testing.T) {
 			"-S", "audit.session"}, check: sessionAuditIs("audit.msg", "audit.cphash", "audit.rphash")},
 		{name: "tpm2_flushcontext_audit", deps: []string{"tpm2_startauthsession_audit"}, args: []string{
 			"tpm2_flushcontext", "audit.session"}},
+
+		// Command audit: GetRandom added to the audit list with SHA-256,
+		// a signed tpm2_getcommandauditdigest to start a new digest, a
+		// GetRandom, and the digest attested again: it must be
+		// SHA-256(zeros ‖ cpHash ‖ rpHash) of that GetRandom, under the
+		// next audit counter, with the digest of the list {GetRandom,
+		// SetCommandCodeAuditStatus}, signed by the AK.
+		{name: "tpm2_setcommandauditstatus", args: []string{"tpm2_setcommandauditstatus", "-g", "sha256",
+			"TPM2_CC_GetRandom"}},
+		{name: "tpm2_getcommandauditdigest_reset", deps: []string{"tpm2_setcommandauditstatus", "tpm2_load"}, args: []string{
+			"tpm2_getcommandauditdigest", "-c", "ak.ctx", "-g", "sha256", "-m", "cmdaudit0.msg", "-s", "cmdaudit0.sig"}},
+		{name: "tpm2_getrandom_cmdaudit", deps: []string{"tpm2_getcommandauditdigest_reset"}, args: []string{
+			"tpm2_getrandom", "8", "-o", "cmdaudit.rand"}},
+		{name: "tpm2_getcommandauditdigest", deps: []string{"tpm2_getrandom_cmdaudit", "tpm2_readpublic"}, args: []string{
+			"tpm2_getcommandauditdigest", "-c", "ak.ctx", "-g", "sha256", "-m", "cmdaudit.msg", "-s", "cmdaudit.sig"},
+			check: commandAuditIs("cmdaudit0.msg", "cmdaudit.msg", "cmdaudit.sig", "cmdaudit.rand", "ak.pem")},
+		{name: "tpm2_setcommandauditstatus_clear", deps: []string{"tpm2_setcommandauditstatus"}, args: []string{
+			"tpm2_setcommandauditstatus", "-c", "TPM2_CC_GetRandom"}},
 
 		{name: "tpm2_nvdefine", args: []string{"tpm2_nvdefine", "0x1500016", "-C", "o", "-s", "16",
 			"-a", "ownerread|ownerwrite"}},
@@ -458,6 +481,87 @@ func sessionAuditIs(msg, cp, rp string) func(dir string) error {
 		if want := h.Sum(nil); !bytes.Equal(audit.SessionDigest.Buffer, want) {
 			return fmt.Errorf("sessionDigest %x, want SHA-256(0 ‖ cpHash %x ‖ rpHash %x) = %x",
 				audit.SessionDigest.Buffer, files[1], files[2], want)
+		}
+		return nil
+	}
+}
+
+// commandAuditIs checks the TPMS_ATTEST of TPM2_GetCommandAuditDigest in
+// file msg and its signature sig by the ECDSA key in PEM file pub: a
+// command audit attestation with SHA-256, the audit counter after the one
+// in the attestation in file first, the digest of the audit list
+// {TPM2_GetRandom, TPM2_SetCommandCodeAuditStatus}, and an auditDigest of
+// SHA-256(zeros ‖ cpHash ‖ rpHash) of one TPM2_GetRandom(8) without
+// sessions that returned the bytes in file rnd.
+func commandAuditIs(first, msg, sig, rnd, pub string) func(dir string) error {
+	return func(dir string) error {
+		var files [5][]byte
+		for i, name := range []string{first, msg, sig, rnd, pub} {
+			b, err := os.ReadFile(filepath.Join(dir, name))
+			if err != nil {
+				return err
+			}
+			files[i] = b
+		}
+		var infos [2]*tpm2.TPMSCommandAuditInfo
+		for i, name := range []string{first, msg} {
+			att, err := tpm2.Unmarshal[tpm2.TPMSAttest](files[i])
+			if err != nil {
+				return fmt.Errorf("%s: %v", name, err)
+			}
+			if att.Type != tpm2.TPMSTAttestCommandAudit {
+				return fmt.Errorf("%s: attestation type %#x", name, att.Type)
+			}
+			if infos[i], err = att.Attested.CommandAudit(); err != nil {
+				return err
+			}
+		}
+		info := infos[1]
+		const ccGetRandom, ccSetCommandCodeAuditStatus = 0x17B, 0x140
+		if info.DigestAlg != tpm2.TPMAlgSHA256 || info.AuditCounter != infos[0].AuditCounter+1 {
+			return fmt.Errorf("digestAlg %#x auditCounter %d, want SHA-256 and %d", info.DigestAlg, info.AuditCounter,
+				infos[0].AuditCounter+1)
+		}
+		if want := sha256.Sum256(binary.BigEndian.AppendUint32(binary.BigEndian.AppendUint32(nil,
+			ccSetCommandCodeAuditStatus), ccGetRandom)); !bytes.Equal(info.CommandDigest.Buffer, want[:]) {
+			return fmt.Errorf("commandDigest %x, want %x", info.CommandDigest.Buffer, want)
+		}
+		if len(files[3]) != 8 {
+			return fmt.Errorf("%s: %d random bytes, want 8", rnd, len(files[3]))
+		}
+		cp := sha256.Sum256([]byte{0, 0, 1, 0x7B, 0, 8})
+		rp := sha256.Sum256(append([]byte{0, 0, 0, 0, 0, 0, 1, 0x7B, 0, 8}, files[3]...))
+		h := sha256.New()
+		h.Write(make([]byte, sha256.Size))
+		h.Write(cp[:])
+		h.Write(rp[:])
+		if want := h.Sum(nil); !bytes.Equal(info.AuditDigest.Buffer, want) {
+			return fmt.Errorf("auditDigest %x, want SHA-256(0 ‖ cpHash %x ‖ rpHash %x) = %x", info.AuditDigest.Buffer,
+				cp, rp, want)
+		}
+		sigT, err := tpm2.Unmarshal[tpm2.TPMTSignature](files[2])
+		if err != nil {
+			return fmt.Errorf("%s: %v", sig, err)
+		}
+		ecc, err := sigT.Signature.ECDSA()
+		if err != nil {
+			return err
+		}
+		blk, _ := pem.Decode(files[4])
+		if blk == nil {
+			return fmt.Errorf("%s: no PEM block", pub)
+		}
+		k, err := x509.ParsePKIXPublicKey(blk.Bytes)
+		if err != nil {
+			return err
+		}
+		pk, ok := k.(*ecdsa.PublicKey)
+		if !ok {
+			return fmt.Errorf("%s: %T, want an ECDSA key", pub, k)
+		}
+		d := sha256.Sum256(files[1])
+		if !ecdsa.Verify(pk, d[:], new(big.Int).SetBytes(ecc.SignatureR.Buffer), new(big.Int).SetBytes(ecc.SignatureS.Buffer)) {
+			return fmt.Errorf("%s does not verify over %s", sig, msg)
 		}
 		return nil
 	}
