@@ -120,7 +120,7 @@ func (t *TPM) hierarchyEnabled(h uint32) bool {
 	return false
 }
 
-// cmdHierarchyControl is TPM2_HierarchyControl (Part 3, section 24.9).
+// cmdHierarchyControl is TPM2_HierarchyControl (Part 3, section 24.2).
 // The platform may enable or disable any hierarchy; the owner and the
 // endorsement hierarchy may only disable themselves. Disabling a
 // hierarchy flushes its loaded objects and hides its persistent objects
