@@ -38,11 +38,28 @@ func parseSigScheme(r *reader) (scheme, hash uint16) {
 	return
 }
 
+// isSigningKey reports whether o can sign (IsSigningObject in the
+// reference implementation): an RSA, ECC or keyed-hash key with the sign
+// attribute and its private part. A symmetric key may have the sign
+// attribute too (for EncryptDecrypt), but signs nothing.
+func isSigningKey(o *object) bool {
+	switch o.pub.Type {
+	case algRSA, algECC, algKeyedHash:
+		return o.attrs()&oaSign != 0 && o.HasPriv
+	}
+	return false
+}
+
 // resolveScheme picks the signing scheme from the key's and the caller's
 // (Part 1, section 11.4.1): a key with a scheme accepts only that scheme or
 // TPM_ALG_NULL; a key without one needs a scheme from the caller.
 func resolveScheme(o *object, scheme, hash uint16, q uint32) (uint16, uint16, uint32) {
 	p := o.pub
+	if !isSigningKey(o) {
+		// Callers check this first; a key without a signing scheme
+		// must never reach the hash lookups below.
+		return 0, 0, qualify(rcScheme, q)
+	}
 	ks, kh := p.Scheme, p.SchemeHash
 	if scheme == algNull {
 		if ks == algNull {
@@ -134,7 +151,7 @@ func (t *TPM) cmdSign(c *call) uint32 {
 		return rc
 	}
 	o := t.object(c.h[0])
-	if o.attrs()&oaSign == 0 || !o.HasPriv {
+	if !isSigningKey(o) {
 		return qualify(rcKey, rcH|rcN)
 	}
 	scheme, hash, rc := resolveScheme(o, scheme, hash, rcP|2*rcN)
@@ -274,7 +291,7 @@ func (t *TPM) signerOf(c *call, n int, scheme, hash uint16, q uint32) (*object, 
 		return nil, algNull, algNull, rcSuccess
 	}
 	o := t.object(h)
-	if o.attrs()&oaSign == 0 || !o.HasPriv {
+	if !isSigningKey(o) {
 		return nil, 0, 0, qualify(rcKey, rcH|uint32(n+1)<<8)
 	}
 	scheme, hash, rc := resolveScheme(o, scheme, hash, q)

@@ -305,3 +305,38 @@ func TestDifferentialHMAC(t *testing.T) {
 		sameResponse(t, d, rawCommand(ccFlushContext, nil, 0, nil, u32b(h)))
 	}
 }
+
+// TestDifferentialSignWithSymmetricKeyRefused stops a guest from crashing
+// the TPM (and with it every VM's TPM in the process) with TPM2_Sign on a
+// symmetric key that has the sign attribute (as tpm2-tools makes AES keys):
+// such a key has no signing scheme, and Sign must refuse it with the
+// reference's code, whatever scheme the caller names.
+func TestDifferentialSignWithSymmetricKeyRefused(t *testing.T) {
+	d := newDual(t)
+	key := bytes.Repeat([]byte{0xA5}, 16)
+	for _, attrs := range []uint32{symAttrs, oaSign | oaUserWithAuth | oaNoDA} {
+		rsp := sameResponse(t, d, symKeyCmd(key, algCFB, attrs))
+		if rcOf(rsp) != rcSuccess {
+			t.Fatalf("LoadExternal: rc %#x", rcOf(rsp))
+		}
+		h := admBE32(rsp[10:])
+		for _, scheme := range [][]byte{
+			u16b(algNull),
+			bytesOf(u16b(algHMAC), u16b(algSHA256)),
+			bytesOf(u16b(algECDSA), u16b(algSHA256)),
+			bytesOf(u16b(algRSASSA), u16b(algSHA256)),
+		} {
+			rsp := sameResponse(t, d, rawCommand(ccSign, []uint32{h}, 1, []byte("keypw"), b2b(make([]byte, 32)), scheme,
+				u16b(stHashCheck), u32b(rhNull), u16b(0)))
+			if rcOf(rsp) == rcSuccess {
+				t.Errorf("Sign with a symmetric key and scheme %x succeeded", scheme)
+			}
+			// The attestation commands sign with a key of the caller's
+			// choice too.
+			sameResponse(t, d, rawCommand(ccQuote, []uint32{h}, 1, []byte("keypw"), b2b(nil), scheme,
+				u32b(1), u16b(algSHA256), []byte{3, 0xFF, 0, 0}))
+			sameResponse(t, d, rawCommand(ccCertify, []uint32{h, h}, 2, []byte("keypw"), b2b(nil), scheme))
+		}
+		sameResponse(t, d, rawCommand(ccFlushContext, nil, 0, nil, u32b(h)))
+	}
+}
