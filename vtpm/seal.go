@@ -177,6 +177,14 @@ func Open(blob []byte, key *[32]byte, cfg OpenConfig) (*TPM, error) {
 		return nil, ErrBadState
 	}
 	defer clear(pt)
+	return openState(pt, gen, cfg)
+}
+
+// openState decodes the plaintext of a sealed state, whose header said
+// generation gen, and checks it: the VM, the generation and the
+// invariants the command handlers rely on (state.valid). Everything that
+// Open decrypted goes through here; FuzzOpenState feeds it directly.
+func openState(pt []byte, gen uint64, cfg OpenConfig) (*TPM, error) {
 	s := &state{}
 	if err := decMode().Unmarshal(pt, s); err != nil {
 		s.clear()
