@@ -8,7 +8,10 @@
 // [TPM.Send] is hostile. The command parser is bounded and never panics
 // (FuzzSend); malformed commands get the response codes the reference
 // implementation gives, with their handle, session and parameter numbers.
-// No response exceeds 4096 bytes.
+// No response exceeds 4096 bytes. Should a bug still make the engine
+// panic, Send recovers and that TPM alone enters failure mode
+// ([TPM.Failure]): the other TPMs of the process run on, and the TPM's
+// last sealed state stays the good one.
 //
 // The host administrator owns the storage: the sealed state (see
 // [TPM.Seal], [Open] and docs/vtpm-state.md) is encrypted and authenticated

@@ -98,6 +98,9 @@ func (t *TPM) Seal(key *[32]byte) ([]byte, error) {
 	if t.closed {
 		return nil, ErrClosed
 	}
+	if t.failure != nil {
+		return nil, ErrFailureMode
+	}
 	t.syncClock()
 	t.s.Generation++
 	pt, err := encMode().Marshal(t.s)

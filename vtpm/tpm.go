@@ -5,7 +5,9 @@ import (
 	"crypto"
 	"crypto/rand"
 	"crypto/x509"
+	"encoding/binary"
 	"errors"
+	"fmt"
 	"sync"
 	"time"
 
@@ -51,7 +53,16 @@ type CA struct {
 var (
 	// ErrClosed is returned by methods of a TPM after Close.
 	ErrClosed = errors.New("vtpm: TPM is closed")
+	// ErrFailureMode is returned by Seal once the TPM is in failure mode
+	// (see [TPM.Failure]): its state may be half-way through a command and
+	// is not sealed; the last sealed state stays the good one.
+	ErrFailureMode = errors.New("vtpm: TPM is in failure mode after an internal error")
 )
+
+// recoverPanics makes Send turn a panic of the engine into failure mode.
+// This package's tests turn it off (TestMain), so that fuzzing and tests
+// see every panic with its stack.
+var recoverPanics = true
 
 // TPM is a TPM 2.0 implemented in Go. It implements go-tpm's
 // [transport.TPM], so go-tpm and go-tpm-tools clients use it unchanged.
@@ -59,9 +70,10 @@ var (
 // A TPM is safe for concurrent use: commands are executed one at a time,
 // as on a real TPM. TPMs share no state with each other.
 type TPM struct {
-	mu     sync.Mutex
-	closed bool
-	now    func() time.Time
+	mu      sync.Mutex
+	closed  bool
+	failure error // why the TPM is in failure mode, or nil
+	now     func() time.Time
 
 	s *state // everything that Seal writes
 
@@ -115,16 +127,48 @@ func newTPM(s *state, now func() time.Time) *TPM {
 // returned in the response bytes, as a real TPM does. The returned error is
 // not nil only after Close. A response never exceeds 4096 bytes. Send does
 // not keep cmd: the caller may reuse it at once.
-func (t *TPM) Send(cmd []byte) ([]byte, error) {
+//
+// No input should make the engine panic, and fuzzing looks for any that
+// does. Should one still be found, it costs one VM its TPM, not the
+// process and the other VMs' TPMs: Send recovers, and the TPM enters
+// failure mode, as a hardware TPM does after an internal error. It answers
+// every later command with TPM_RC_FAILURE, [TPM.Seal] refuses with
+// ErrFailureMode, and [TPM.Failure] says why. Only the last sealed state
+// can bring the VM's TPM back ([Open]).
+func (t *TPM) Send(cmd []byte) (rsp []byte, err error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.closed {
 		return nil, ErrClosed
 	}
+	if t.failure != nil {
+		return errorResponse(stNoSessions, rcFailure), nil
+	}
+	if recoverPanics {
+		defer func() {
+			if p := recover(); p != nil {
+				var cc uint32
+				if len(cmd) >= 10 {
+					cc = binary.BigEndian.Uint32(cmd[6:])
+				}
+				t.failure = fmt.Errorf("vtpm: internal error in command %#x: %v", cc, p)
+				rsp, err = errorResponse(stNoSessions, rcFailure), nil
+			}
+		}()
+	}
 	// The engine keeps slices of the command (an object's authPolicy, an
 	// NV index's data): it gets its own copy, so that a caller reusing its
 	// buffer for the next command cannot rewrite what the TPM stored.
 	return t.execute(bytes.Clone(cmd)), nil
+}
+
+// Failure returns why the TPM is in failure mode (an internal error of
+// the engine while it ran a command: a bug, reported with the command
+// code and the panic's message), or nil if it is not.
+func (t *TPM) Failure() error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.failure
 }
 
 // PowerCycle simulates the loss of power and _TPM_Init: transient objects

@@ -146,7 +146,8 @@ type Instance struct {
 	blobs       map[uint32][]byte
 	dirty       bool
 	closed      bool
-	dataBusy    bool // the swtpm data fd is in use
+	dataBusy    bool      // the swtpm data fd is in use
+	failureLog  *vtpm.TPM // the TPM whose failure mode was logged
 
 	// wrapData, if not nil, wraps each data channel passed with
 	// CMD_SET_DATAFD (tests record the firmware's commands with it).
@@ -286,6 +287,14 @@ func (in *Instance) execute(ctx context.Context, cmd []byte, rm *tracker, maxRsp
 	rsp, err := in.tpm.Send(cmd)
 	if err != nil || len(rsp) < 10 {
 		return errorResponse(cmd, rcFailure)
+	}
+	if binary.BigEndian.Uint32(rsp[6:]) == rcFailure && in.failureLog != in.tpm {
+		if ferr := in.tpm.Failure(); ferr != nil {
+			// The engine hit an internal error: this TPM answers
+			// TPM_RC_FAILURE from now on and is not persisted again.
+			in.failureLog = in.tpm
+			in.log.Error("server: the TPM is in failure mode; its last persisted state is kept", "err", ferr)
+		}
 	}
 	if rm != nil {
 		rm.observe(in.epoch, cmd, rsp)
