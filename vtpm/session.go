@@ -326,6 +326,14 @@ func decryptSalt(o *object, encSalt []byte) ([]byte, bool) {
 			return nil, false
 		}
 		h := hashOf(p.NameAlg)
+		if h == 0 {
+			// An external key without a name algorithm (LoadExternal
+			// only): KDFe of TPM_ALG_NULL yields no bits, so the salt
+			// is empty, as in the reference TPM (crypto.Hash(0) would
+			// panic).
+			clear(z)
+			return []byte{}, true
+		}
 		salt := tpm2.KDFe(h, z, secretLabel, x, p.X, h.Size()*8)
 		clear(z)
 		return salt, true

@@ -2,6 +2,7 @@ package vtpm
 
 import (
 	"bytes"
+	"crypto/ecdh"
 	"crypto/rand"
 	"encoding/binary"
 	"slices"
@@ -428,4 +429,55 @@ func oversizeCommands(t testing.TB, d transport.TPM) [][]byte {
 		}
 	}
 	return cmds
+}
+
+// eccNullNameAlgKeyCmd is a LoadExternal of a P-256 decryption key with
+// its private part and TPM_ALG_NULL as nameAlg (which only LoadExternal
+// accepts), and d as the private scalar.
+func eccNullNameAlgKeyCmd(d byte) []byte {
+	priv, err := ecdh.P256().NewPrivateKey(bytes.Repeat([]byte{d}, 32))
+	if err != nil {
+		panic(err)
+	}
+	pt := priv.PublicKey().Bytes()
+	pub := bytesOf(u16b(algECC), u16b(algNull), u32b(oaDecrypt|oaUserWithAuth|oaNoDA), u16b(0),
+		u16b(algNull), u16b(algNull), u16b(curveNISTP256), u16b(algNull), b2b(pt[1:33]), b2b(pt[33:]))
+	sens := bytesOf(u16b(algECC), b2b(nil), b2b(nil), b2b(priv.Bytes()))
+	return rawCommand(ccLoadExternal, nil, 0, nil, b2b(sens), b2b(pub), u32b(rhNull))
+}
+
+// saltedSessionCmd starts an HMAC session salted with the ECC key h, the
+// ephemeral point being that of the private scalar d.
+func saltedSessionCmd(h uint32, d byte) []byte {
+	eph, err := ecdh.P256().NewPrivateKey(bytes.Repeat([]byte{d}, 32))
+	if err != nil {
+		panic(err)
+	}
+	ep := eph.PublicKey().Bytes()
+	salt := bytesOf(b2b(ep[1:33]), b2b(ep[33:]))
+	return rawCommand(ccStartAuthSession, []uint32{h, rhNull}, 0, nil, b2b(make([]byte, 16)), b2b(salt),
+		[]byte{seHMAC}, u16b(algNull), u16b(algSHA256))
+}
+
+// TestSaltedSessionWithNullNameAlgECCKey stops a guest from crashing the
+// TPM with StartAuthSession salted by an ECC key it loaded with
+// LoadExternal, its private part and a TPM_ALG_NULL nameAlg: KDFe of the
+// salt used the nameAlg's hash, and crypto.Hash(0).Size panicked. The
+// reference TPM derives an empty salt (KDFe of no bits) and succeeds.
+func TestSaltedSessionWithNullNameAlgECCKey(t *testing.T) {
+	d := newDual(t)
+	rsp := sameRC(t, d, eccNullNameAlgKeyCmd(0x11))
+	if rcOf(rsp) != rcSuccess {
+		t.Fatalf("LoadExternal: rc %#x", rcOf(rsp))
+	}
+	h := admBE32(rsp[10:])
+	for _, typ := range []byte{seHMAC, sePolicy, seTrial} {
+		cmd := saltedSessionCmd(h, 0x22)
+		cmd[len(cmd)-5] = typ
+		rsp := sameRC(t, d, cmd)
+		if rcOf(rsp) != rcSuccess {
+			t.Fatalf("StartAuthSession type %#x: rc %#x", typ, rcOf(rsp))
+		}
+		sameRC(t, d, rawCommand(ccFlushContext, nil, 0, nil, u32b(admBE32(rsp[10:]))))
+	}
 }
