@@ -271,3 +271,49 @@ func TestECDHDifferential(t *testing.T) {
 	d.sameRC("ZGen with an RSA key", rawCommand(ccECDHZGen, []uint32{rh}, 1, nil, eccPoint2B(peer.PublicKey())))
 	d.sameRC("KeyGen with an RSA key", rawCommand(ccECDHKeyGen, []uint32{rh}, 0, nil))
 }
+
+// rsaExternalCmd is a LoadExternal of the test RSA-2048 key with the
+// given attributes and marshalled TPMT_RSA_SCHEME, private part included
+// when priv is set.
+func rsaExternalCmd(t testing.TB, attrs uint32, scheme []byte, priv bool) []byte {
+	k := loadFuzzRSAKeys(t)[2048]
+	pub := bytesOf(u16b(algRSA), u16b(algSHA256), u32b(attrs), u16b(0),
+		u16b(algNull), scheme, u16b(2048), u32b(0), b2b(k[0]))
+	var sens []byte
+	if priv {
+		sens = bytesOf(u16b(algRSA), b2b(nil), b2b(nil), b2b(k[1]))
+	}
+	return rawCommand(ccLoadExternal, nil, 0, nil, b2b(sens), b2b(pub), u32b(rhNull))
+}
+
+// TestSignWithRSAESKeyRefused stops a guest from crashing the TPM with
+// TPM2_Sign or TPM2_Quote on an RSA key it loaded with LoadExternal with
+// the sign attribute and the RSAES scheme: the key's scheme, which has no
+// hash, became the signing scheme, and crypto.Hash(0) panicked.
+// LoadExternal must refuse, as the reference does (SchemeChecks), every
+// scheme that does not fit the key's sign and decrypt attributes.
+func TestSignWithRSAESKeyRefused(t *testing.T) {
+	d := newDual(t)
+	sha := func(alg uint16) []byte { return bytesOf(u16b(alg), u16b(algSHA256)) }
+	const base = oaUserWithAuth | oaNoDA
+	for _, priv := range []bool{true, false} {
+		for _, scheme := range [][]byte{u16b(algNull), u16b(algRSAES), sha(algOAEP), sha(algRSASSA)} {
+			for _, attrs := range []uint32{base | oaSign, base | oaDecrypt, base | oaSign | oaDecrypt} {
+				rsp := sameRC(t, d, rsaExternalCmd(t, attrs, scheme, priv))
+				if rcOf(rsp) != rcSuccess {
+					continue
+				}
+				h := admBE32(rsp[10:])
+				if !priv {
+					sameRC(t, d, rawCommand(ccFlushContext, nil, 0, nil, u32b(h)))
+					continue
+				}
+				sameRC(t, d, rawCommand(ccSign, []uint32{h}, 1, nil, b2b(make([]byte, 32)), u16b(algNull),
+					u16b(stHashCheck), u32b(rhNull), u16b(0)))
+				sameRC(t, d, rawCommand(ccQuote, []uint32{h}, 1, nil, b2b(nil), u16b(algNull),
+					u32b(1), u16b(algSHA256), []byte{3, 0xFF, 0, 0}))
+				sameRC(t, d, rawCommand(ccFlushContext, nil, 0, nil, u32b(h)))
+			}
+		}
+	}
+}

@@ -246,8 +246,6 @@ func (t *TPM) cmdLoadExternal(c *call) uint32 {
 	if pub.Attrs&oaReserved != 0 {
 		return qualify(rcReservedBits, rcP|2*rcN)
 	}
-	o := &object{Public: append([]byte(nil), pubBytes...), pub: pub, Hierarchy: hier, External: true}
-	o.name = nameOf(pub.NameAlg, o.Public)
 	if len(sens) != 0 {
 		if pub.Attrs&(oaFixedTPM|oaFixedParent) != 0 {
 			return qualify(rcAttributes, rcP|2*rcN)
@@ -255,6 +253,18 @@ func (t *TPM) cmdLoadExternal(c *call) uint32 {
 		if hier != rhNull {
 			return qualify(rcHierarchy, rcP|3*rcN)
 		}
+	}
+	if pub.Type == algRSA || pub.Type == algECC {
+		// As the reference TPM (SchemeChecks): an RSAES key with the
+		// sign attribute would otherwise reach the signing commands
+		// without a hash.
+		if rc := asymSchemeRC(pub); rc != rcSuccess {
+			return qualify(rc, rcP|2*rcN)
+		}
+	}
+	o := &object{Public: append([]byte(nil), pubBytes...), pub: pub, Hierarchy: hier, External: true}
+	o.name = nameOf(pub.NameAlg, o.Public)
+	if len(sens) != 0 {
 		ir := newReader(sens)
 		ir.q = rcP | rcN
 		parseSensitive(&ir, o)

@@ -281,16 +281,27 @@ func checkTemplate(p *publicArea, sc *sensitiveCreate) uint32 {
 				return rcScheme
 			}
 		}
-		switch p.Scheme {
-		case algNull:
-		case algRSASSA, algRSAPSS, algECDSA:
-			if !sign || decrypt {
-				return rcScheme
-			}
-		case algOAEP, algRSAES, algECDH:
-			if !decrypt || sign {
-				return rcScheme
-			}
+		return asymSchemeRC(p)
+	}
+	return rcSuccess
+}
+
+// asymSchemeRC checks that an RSA or ECC key's scheme fits its sign and
+// decrypt attributes (part of SchemeChecks in the reference
+// implementation): a signing scheme only for a key that signs and does not
+// decrypt, a decryption scheme only for one that decrypts and does not
+// sign. The signing commands rely on it: an RSAES scheme has no hash.
+func asymSchemeRC(p *publicArea) uint32 {
+	sign := p.Attrs&oaSign != 0
+	decrypt := p.Attrs&oaDecrypt != 0
+	switch p.Scheme {
+	case algRSASSA, algRSAPSS, algECDSA:
+		if !sign || decrypt {
+			return rcScheme
+		}
+	case algOAEP, algRSAES, algECDH:
+		if !decrypt || sign {
+			return rcScheme
 		}
 	}
 	return rcSuccess
