@@ -2,8 +2,11 @@ package vtpm
 
 import (
 	"bytes"
+	"crypto"
 	"crypto/ecdh"
 	"crypto/rand"
+	"crypto/rsa"
+	"math/big"
 	"testing"
 
 	"github.com/google/go-tpm/tpm2"
@@ -315,5 +318,34 @@ func TestSignWithRSAESKeyRefused(t *testing.T) {
 				sameRC(t, d, rawCommand(ccFlushContext, nil, 0, nil, u32b(h)))
 			}
 		}
+	}
+}
+
+// TestSignRSAPSS stops a guest from crashing the TPM with TPM2_Sign in
+// the RSA-PSS scheme, with any RSA signing key: the salt was drawn from a
+// nil random source, which panicked. Both TPMs must sign (the signatures
+// differ by their random salt).
+func TestSignRSAPSS(t *testing.T) {
+	d := newDual(t)
+	pss := bytesOf(u16b(algRSAPSS), u16b(algSHA256))
+	for _, scheme := range [][]byte{u16b(algNull), pss} {
+		rsp := sameRC(t, d, rsaExternalCmd(t, oaSign|oaUserWithAuth|oaNoDA, scheme, true))
+		if rcOf(rsp) != rcSuccess {
+			t.Fatalf("LoadExternal: rc %#x", rcOf(rsp))
+		}
+		h := admBE32(rsp[10:])
+		rsp = sameRC(t, d, rawCommand(ccSign, []uint32{h}, 1, nil, b2b(make([]byte, 32)), pss,
+			u16b(stHashCheck), u32b(rhNull), u16b(0)))
+		if rcOf(rsp) != rcSuccess {
+			t.Fatalf("Sign RSA-PSS: rc %#x", rcOf(rsp))
+		}
+		// parameterSize, sigAlg, hash, TPM2B signature.
+		pk := &rsa.PublicKey{N: new(big.Int).SetBytes(loadFuzzRSAKeys(t)[2048][0]), E: 65537}
+		if err := rsa.VerifyPSS(pk, crypto.SHA256, make([]byte, 32), rsp[20:20+256], nil); err != nil {
+			t.Errorf("RSA-PSS signature: %v", err)
+		}
+		sameRC(t, d, rawCommand(ccQuote, []uint32{h}, 1, nil, b2b(nil), pss,
+			u32b(1), u16b(algSHA256), []byte{3, 0xFF, 0, 0}))
+		sameRC(t, d, rawCommand(ccFlushContext, nil, 0, nil, u32b(h)))
 	}
 }

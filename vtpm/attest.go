@@ -4,6 +4,7 @@ import (
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/hmac"
+	"crypto/rand"
 	"crypto/rsa"
 	"encoding/binary"
 	"math/big"
@@ -122,7 +123,10 @@ func sign(w *writer, o *object, scheme, hash uint16, digest []byte) uint32 {
 		if scheme == algRSASSA {
 			sig, err = rsa.SignPKCS1v15(nil, key, hashOf(hash), digest)
 		} else {
-			sig, err = rsa.SignPSS(nil, key, hashOf(hash), digest, &rsa.PSSOptions{SaltLength: rsa.PSSSaltLengthEqualsHash})
+			// PSS draws a random salt: unlike PKCS#1 v1.5 and ECDSA,
+			// crypto/rsa reads it from the given source, and a nil one
+			// panics.
+			sig, err = rsa.SignPSS(rand.Reader, key, hashOf(hash), digest, &rsa.PSSOptions{SaltLength: rsa.PSSSaltLengthEqualsHash})
 		}
 		if err != nil {
 			return rcFailure
