@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"crypto"
 	"crypto/ecdh"
+	"crypto/ecdsa"
+	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
 	"math/big"
@@ -347,5 +349,51 @@ func TestSignRSAPSS(t *testing.T) {
 		sameRC(t, d, rawCommand(ccQuote, []uint32{h}, 1, nil, b2b(nil), pss,
 			u32b(1), u16b(algSHA256), []byte{3, 0xFF, 0, 0}))
 		sameRC(t, d, rawCommand(ccFlushContext, nil, 0, nil, u32b(h)))
+	}
+}
+
+// nullNameAlgVerifyCmds returns a LoadExternal of the public part of a
+// P-256 signing key with a TPM_ALG_NULL nameAlg into the owner hierarchy,
+// then a VerifySignature of a valid signature by it for object handle h.
+func nullNameAlgVerifyCmds(t testing.TB, h uint32) (load, verify []byte) {
+	k, err := ecdsa.ParseRawPrivateKey(elliptic.P256(), bytes.Repeat([]byte{0x33}, 32))
+	if err != nil {
+		t.Fatal(err)
+	}
+	x, y := k.X.FillBytes(make([]byte, 32)), k.Y.FillBytes(make([]byte, 32))
+	pub := bytesOf(u16b(algECC), u16b(algNull), u32b(oaSign|oaUserWithAuth|oaNoDA), u16b(0),
+		u16b(algNull), u16b(algNull), u16b(curveNISTP256), u16b(algNull), b2b(x), b2b(y))
+	load = rawCommand(ccLoadExternal, nil, 0, nil, b2b(nil), b2b(pub), u32b(rhOwner))
+	digest := make([]byte, 32)
+	r, s, err := ecdsa.Sign(rand.Reader, k, digest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	verify = rawCommand(ccVerifySignature, []uint32{h}, 0, nil, b2b(digest), u16b(algECDSA), u16b(algSHA256),
+		b2b(r.FillBytes(make([]byte, 32))), b2b(s.FillBytes(make([]byte, 32))))
+	return load, verify
+}
+
+// TestVerifySignatureWithNullNameAlgKey stops a guest from crashing the
+// TPM with VerifySignature or CertifyCreation on a public key it loaded
+// with LoadExternal in a hierarchy with a TPM_ALG_NULL nameAlg: the
+// ticket's HMAC used the nameAlg, and crypto.Hash(0).New panicked. As the
+// reference, VerifySignature returns a NULL ticket and CertifyCreation
+// refuses any creation ticket (TPM_RC_TICKET).
+func TestVerifySignatureWithNullNameAlgKey(t *testing.T) {
+	d := newDual(t)
+	load, _ := nullNameAlgVerifyCmds(t, 0)
+	rsp := sameRC(t, d, load)
+	if rcOf(rsp) != rcSuccess {
+		t.Fatalf("LoadExternal: rc %#x", rcOf(rsp))
+	}
+	h := admBE32(rsp[10:])
+	_, verify := nullNameAlgVerifyCmds(t, h)
+	if rsp := sameResponse(t, d, verify); rcOf(rsp) != rcSuccess {
+		t.Errorf("VerifySignature: rc %#x", rcOf(rsp))
+	}
+	for _, ticket := range [][]byte{nil, make([]byte, 32)} {
+		sameRC(t, d, rawCommand(ccCertifyCreation, []uint32{rhNull, h}, 1, nil, b2b(nil), b2b(make([]byte, 32)),
+			u16b(algNull), u16b(stCreation), u32b(rhOwner), b2b(ticket)))
 	}
 }

@@ -241,7 +241,9 @@ func (t *TPM) cmdVerifySignature(c *call) uint32 {
 		return qualify(rcSignature, rcP|2*rcN)
 	}
 	c.w.u16(stVerified)
-	if o.Hierarchy == rhNull {
+	if o.Hierarchy == rhNull || !isHash(o.pub.NameAlg) {
+		// As the reference TPM: a NULL ticket, also for an external
+		// key without a name algorithm (no hash for the HMAC).
 		c.w.u32(rhNull)
 		c.w.u16(0)
 		return rcSuccess

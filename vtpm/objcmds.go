@@ -147,7 +147,11 @@ func (t *TPM) cmdCertifyCreation(c *call) uint32 {
 	o := t.object(c.h[1])
 	// The ticket is keyWriteCreation's: HMAC(proof(hierarchy),
 	// TPM_ST_CREATION || Name || creationHash) under the object's nameAlg.
-	// An empty ticket never matches.
+	// An empty ticket never matches, nor any for an external key without
+	// a name algorithm (no hash for the HMAC), as in the reference TPM.
+	if !isHash(o.pub.NameAlg) {
+		return qualify(rcTicket, rcP|4*rcN)
+	}
 	want := t.ticket(hier, o.pub.NameAlg, stCreation, o.name, creationHash)
 	if !hmac.Equal(ticket, want) {
 		return qualify(rcTicket, rcP|4*rcN)
