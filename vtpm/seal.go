@@ -254,6 +254,11 @@ func (s *state) valid() bool {
 	if s.Shutdown > 2 || s.Shutdown == 2 && s.Saved == nil {
 		return false
 	}
+	for _, q := range s.Sequences {
+		if q == nil {
+			return false
+		}
+	}
 	for _, p := range []*hierPolicy{&s.Policies.Owner, &s.Policies.Endorsement, &s.Policies.Platform, &s.Policies.Lockout} {
 		if !p.valid() {
 			return false

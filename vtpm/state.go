@@ -128,22 +128,32 @@ func (s *state) clear() {
 	clear(s.EndorsementAuth)
 	clear(s.LockoutAuth)
 	clear(s.PlatformAuth)
+	// A state that failed to decode or to validate may hold nil
+	// entries (a CBOR null): clear what is there.
 	for _, o := range s.Persistent {
-		o.clear()
+		if o != nil {
+			o.clear()
+		}
 	}
 	for _, o := range s.Transient {
-		o.clear()
+		if o != nil {
+			o.clear()
+		}
 	}
 	for _, nv := range s.NV {
-		clear(nv.Auth)
-		clear(nv.Data)
+		if nv != nil {
+			clear(nv.Auth)
+			clear(nv.Data)
+		}
 	}
 	for i := range s.RSACache {
 		clear(s.RSACache[i].Prime)
 	}
 	s.RSACache = nil
 	for _, q := range s.Sequences {
-		q.clear()
+		if q != nil {
+			q.clear()
+		}
 	}
 	s.Sequences = nil
 	s.Persistent = map[uint32]*object{}
