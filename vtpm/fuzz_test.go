@@ -66,7 +66,7 @@ var fuzzBase = sync.OnceValues(func() ([]byte, error) {
 const maxFuzzCommands = 48
 
 // FuzzSend feeds command sequences to Send, the guest's whole attack
-// surface. The seeds are the commands go-tpm-tools and go-tpm clients sent
+// surface, and then probes what they left behind (stateProbe). The seeds are the commands go-tpm-tools and go-tpm clients sent
 // in this package's tests (testdata/commands). Every response must be a
 // well-formed TPM response of at most 4096 bytes, whatever the input.
 func FuzzSend(f *testing.F) {
@@ -102,28 +102,41 @@ func FuzzSend(f *testing.F) {
 			cmds = cmds[:maxFuzzCommands]
 		}
 		for _, cmd := range cmds {
-			rsp, err := v.Send(cmd)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if len(rsp) < 10 || len(rsp) > maxResponseSize {
-				t.Fatalf("response of %d bytes", len(rsp))
-			}
-			if int(binary.BigEndian.Uint32(rsp[2:])) != len(rsp) {
-				t.Fatalf("response size field %d, length %d", binary.BigEndian.Uint32(rsp[2:]), len(rsp))
-			}
-			tag := binary.BigEndian.Uint16(rsp)
-			if tag != stNoSessions && tag != stSessions {
-				t.Fatalf("response tag %#x", tag)
-			}
-			if rcOf(rsp) != rcSuccess && len(rsp) != 10 {
-				t.Fatalf("error response of %d bytes", len(rsp))
-			}
-			if rcOf(rsp) == rcSuccess && tag == stSessions {
-				checkResponseSessions(t, cmd, rsp)
-			}
+			checkSend(t, v, cmd)
+		}
+		// Then use whatever the stream left behind with the passwords the
+		// TPM holds for it (stateProbe: every object signs, is read and
+		// saved, every NV index read, every sequence updated), which
+		// byte-level mutation rarely manages on its own.
+		for _, cmd := range stateProbe(v) {
+			checkSend(t, v, cmd)
 		}
 	})
+}
+
+// checkSend sends cmd and checks that the response is well formed.
+func checkSend(t *testing.T, v *TPM, cmd []byte) {
+	t.Helper()
+	rsp, err := v.Send(cmd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rsp) < 10 || len(rsp) > maxResponseSize {
+		t.Fatalf("response of %d bytes", len(rsp))
+	}
+	if int(binary.BigEndian.Uint32(rsp[2:])) != len(rsp) {
+		t.Fatalf("response size field %d, length %d", binary.BigEndian.Uint32(rsp[2:]), len(rsp))
+	}
+	tag := binary.BigEndian.Uint16(rsp)
+	if tag != stNoSessions && tag != stSessions {
+		t.Fatalf("response tag %#x", tag)
+	}
+	if rcOf(rsp) != rcSuccess && len(rsp) != 10 {
+		t.Fatalf("error response of %d bytes", len(rsp))
+	}
+	if rcOf(rsp) == rcSuccess && tag == stSessions {
+		checkResponseSessions(t, cmd, rsp)
+	}
 }
 
 // TestRecordCommands records the commands real clients send into
