@@ -280,6 +280,18 @@ func (t *TPM) attestHeader(w *writer, typ uint16, signer *object, extra []byte) 
 	w.u64(uint64(fwVersion1)<<32 | fwVersion2 + fw)
 }
 
+// namedSigner returns the signer to name in the header of an attestation
+// that TPM2_GetTime and the audit digest commands make: without a signing
+// key the reference implementation names TPM_RH_NULL as the signer (and
+// obfuscates as for the null hierarchy), where Quote, Certify and the
+// others leave qualifiedSigner empty.
+func namedSigner(signer *object) *object {
+	if signer == nil {
+		return &object{QName: handleBytes(rhNull), Hierarchy: rhNull}
+	}
+	return signer
+}
+
 // signAttest finishes an attestation: the TPM2B_ATTEST then its signature.
 func signAttest(c *call, signer *object, scheme, hash uint16, attest []byte) uint32 {
 	c.w.b2b(attest)

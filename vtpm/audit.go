@@ -107,12 +107,7 @@ func (t *TPM) cmdGetSessionAuditDigest(c *call) uint32 {
 	}
 	var aw writer
 	aw.b = make([]byte, 0, 256)
-	hdrSigner := signer
-	if signer == nil {
-		// As GetTime: the reference names TPM_RH_NULL as the signer.
-		hdrSigner = &object{QName: handleBytes(rhNull), Hierarchy: rhNull}
-	}
-	t.attestHeader(&aw, stAttestSessionAudit, hdrSigner, extra)
+	t.attestHeader(&aw, stAttestSessionAudit, namedSigner(signer), extra)
 	if s.auditExclusive {
 		aw.u8(1)
 	} else {

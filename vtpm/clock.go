@@ -130,14 +130,7 @@ func (t *TPM) cmdGetTime(c *call) uint32 {
 	}
 	var aw writer
 	aw.b = make([]byte, 0, 256)
-	hdrSigner := signer
-	if signer == nil {
-		// Without a signing key the reference implementation names
-		// TPM_RH_NULL as the signer, and obfuscates as for the null
-		// hierarchy.
-		hdrSigner = &object{QName: handleBytes(rhNull), Hierarchy: rhNull}
-	}
-	t.attestHeader(&aw, stAttestTime, hdrSigner, extra)
+	t.attestHeader(&aw, stAttestTime, namedSigner(signer), extra)
 	aw.u64(t.s.Clock - t.s.TimeBase)
 	t.writeClockInfo(&aw, 0, 0)
 	aw.u64(uint64(fwVersion1)<<32 | fwVersion2)

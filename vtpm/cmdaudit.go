@@ -243,12 +243,7 @@ func (t *TPM) cmdGetCommandAuditDigest(c *call) uint32 {
 	a := &t.s.Audit
 	var aw writer
 	aw.b = make([]byte, 0, 256)
-	hdrSigner := signer
-	if signer == nil {
-		// As GetTime: the reference names TPM_RH_NULL as the signer.
-		hdrSigner = &object{QName: handleBytes(rhNull), Hierarchy: rhNull}
-	}
-	t.attestHeader(&aw, stAttestCommandAudit, hdrSigner, extra)
+	t.attestHeader(&aw, stAttestCommandAudit, namedSigner(signer), extra)
 	aw.u64(a.Counter)
 	aw.u16(a.alg())
 	aw.b2b(a.Digest)
